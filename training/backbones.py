@@ -1,0 +1,139 @@
+"""Backbones as sequences of stages, each stage ending at one attached (tapped) layer.
+
+GAttANet reads every attached layer and modulates it on the next pass "at the same point
+where it was read". Cutting the backbone into stages that end exactly at those points makes
+both jobs a loop: ``h = stage(h)`` gives the activation to read, and the modulated ``h``
+flows into the next stage. The work before the first attached layer is stage 0, which is
+identical in every pass and therefore runs once.
+
+The set of attached layers is data: a new backbone is one entry in ``BACKBONES``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One attached layer: its name, kind (``conv`` map or ``dense`` units) and shape."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]  # (C, H, W) for conv maps, (C,) for dense layers
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+    @property
+    def map_shape(self) -> tuple[int, ...]:
+        """Shape of this layer's gatta map per image: (H, W) for conv, (C,) for dense."""
+        return self.shape[1:] if self.kind == "conv" else self.shape
+
+
+class StagedBackbone(nn.Module):
+    """A frozen CNN split into stages; stage i ends at attached layer ``tap_names[i]``."""
+
+    def __init__(self, stages: list[nn.Module], tap_names: list[str]):
+        super().__init__()
+        assert len(stages) == len(tap_names)
+        self.stages = nn.ModuleList(stages)
+        self.tap_names = list(tap_names)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    @torch.no_grad()
+    def probe_taps(self, image_size: int) -> list[Tap]:
+        """Run one dummy image to learn each attached layer's kind and shape."""
+        was_training = self.training
+        self.eval()
+        h = torch.zeros(1, 3, image_size, image_size)
+        taps = []
+        for name, stage in zip(self.tap_names, self.stages):
+            h = stage(h)
+            kind = "conv" if h.dim() == 4 else "dense"
+            taps.append(Tap(name, kind, tuple(h.shape[1:])))
+        self.train(was_training)
+        return taps
+
+
+def build_toy(num_classes: int, image_size: int = 32, dropout: float = 0.2) -> StagedBackbone:
+    """The paper's toy model: 3 conv (32/64/128, 3x3 same, ReLU, 2x2 max-pool, dropout 0.2),
+    dense 256 + ReLU, dense to classes. Taps: conv maps after ReLU (before pooling), dense-256
+    after ReLU, logits before softmax. 620,362 parameters for 10 classes."""
+
+    def conv(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU()]
+
+    def pool() -> list[nn.Module]:
+        return [nn.MaxPool2d(2), nn.Dropout(dropout)]
+
+    flat = 128 * (image_size // 8) ** 2
+    stages = [
+        nn.Sequential(*conv(3, 32)),
+        nn.Sequential(*pool(), *conv(32, 64)),
+        nn.Sequential(*pool(), *conv(64, 128)),
+        nn.Sequential(*pool(), nn.Flatten(), nn.Linear(flat, 256), nn.ReLU()),
+        nn.Sequential(nn.Dropout(dropout), nn.Linear(256, num_classes)),
+    ]
+    return StagedBackbone(stages, ["conv1", "conv2", "conv3", "dense1", "logits"])
+
+
+def build_resnet(arch: str, num_classes: int, weights: str | Path | None = None) -> StagedBackbone:
+    """torchvision ResNet18/50 tapped at layer1..layer4, the average-pool features and the
+    logits. ``weights``: a local torchvision state-dict file (nothing is downloaded)."""
+    import torchvision
+
+    net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+    if weights is not None:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(f"{weights}: not a torchvision {arch} state dict ({first})") from exc
+    stages = [
+        nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1),
+        net.layer2,
+        net.layer3,
+        net.layer4,
+        nn.Sequential(net.avgpool, nn.Flatten()),
+        net.fc,
+    ]
+    return StagedBackbone(stages, ["layer1", "layer2", "layer3", "layer4", "avgpool", "logits"])
+
+
+BACKBONES: dict[str, Callable[..., StagedBackbone]] = {
+    "toy": lambda num_classes, image_size=32, weights=None: build_toy(num_classes, image_size),
+    "resnet18": lambda num_classes, image_size=224, weights=None: build_resnet(
+        "resnet18", num_classes, weights
+    ),
+    "resnet50": lambda num_classes, image_size=224, weights=None: build_resnet(
+        "resnet50", num_classes, weights
+    ),
+}
+
+# Paper defaults per backbone family (section 2.0.3).
+HEAD_DEFAULTS = {
+    "toy": dict(lr=1e-3, weight_decay=1e-5, batch_size=128, qk_batchnorm=False, gatta_layernorm=False),
+    "resnet": dict(lr=3e-4, weight_decay=0.0, batch_size=8, qk_batchnorm=True, gatta_layernorm=True),
+}
+
+
+def head_defaults(backbone: str) -> dict:
+    return HEAD_DEFAULTS["toy" if backbone == "toy" else "resnet"]
+
+
+def build_backbone(name: str, num_classes: int, image_size: int, weights=None) -> StagedBackbone:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[name](num_classes, image_size=image_size, weights=weights)

@@ -1,0 +1,227 @@
+"""``gatta-train``: train the toy backbone, train the attention head, evaluate, summarise."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from gatta.extras import require
+from gatta.lesion import LesionError
+
+require("torch", "train")
+
+import torch  # noqa: E402
+
+from .backbones import BACKBONES, head_defaults  # noqa: E402
+from .checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from .config import GattaConfig  # noqa: E402
+from .data import DataError, ImageSet, channel_stats, load_images, stratified_split, synthetic_images  # noqa: E402
+from .evaluate import evaluation_table, run_evaluation  # noqa: E402
+from .model import GattaNet  # noqa: E402
+from .train import FitOptions, dist_info, fit  # noqa: E402
+
+
+def friendly_errors(fn):
+    """Known failures become one-line ``Error: ...`` messages with exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (DataError, CheckpointError, LesionError, ValueError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc).splitlines()[0]) from None
+
+    return wrapper
+
+
+def load_data(spec: str, image_size: int | None, workers: int) -> ImageSet:
+    """A dataset path, or ``synthetic:N[:classes]`` for generated smoke-test data."""
+    if spec.startswith("synthetic"):
+        parts = spec.split(":")
+        n = int(parts[1]) if len(parts) > 1 else 512
+        classes = int(parts[2]) if len(parts) > 2 else 4
+        return synthetic_images(n, classes, image_size or 32)
+    return load_images(spec, image_size, workers=workers)
+
+
+def split_data(data: ImageSet, val_size: int, seed: int):
+    val_size = min(val_size, len(data) // 5) if len(data) < 5 * val_size else val_size
+    return stratified_split(data.labels, val_size, seed)
+
+
+def common_options(fn):
+    opts = [
+        click.option("--data", required=True, help="Dataset: CIFAR pickle folder, ImageFolder tree, .tar.gz of one, or synthetic:N[:classes]."),
+        click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory: log.jsonl, best.pt, last.pt."),
+        click.option("--val-size", default=5000, show_default=True, help="Held-out validation images (seeded, stratified)."),
+        click.option("--split-seed", default=0, show_default=True, help="Seed of the validation split."),
+        click.option("--epochs", default=500, show_default=True),
+        click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs [backbone 50, toy head 500, ResNet head 1]."),
+        click.option("--batch-size", type=int, default=None, help="[paper: 128 toy, 8 ResNet]"),
+        click.option("--lr", type=float, default=None, help="Adam learning rate [paper: 1e-3 toy, 3e-4 ResNet]."),
+        click.option("--no-augment", is_flag=True, help="Disable rotation/shift/flip augmentation."),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True),
+        click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)."),
+        click.option("--num-workers", default=2, show_default=True, help="Threads that decode images."),
+        click.option("--resume", is_flag=True, help="Continue from OUT/last.pt."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Train and evaluate GAttANet models (global attention agreement on a frozen CNN).
+
+    \b
+    Typical run (CIFAR-10, the paper's toy model):
+      gatta-train backbone --data cifar10.tar.gz --out runs/backbone
+      gatta-train head --backbone-ckpt runs/backbone/best.pt --data cifar10.tar.gz --out runs/head
+      gatta-train eval --ckpt runs/head/best.pt --data cifar10.tar.gz --noise 0 --noise 0.05
+    """
+
+
+def _set_threads(threads):
+    if threads:
+        torch.set_num_threads(threads)
+
+
+@main.command()
+@common_options
+@click.option("--backbone", type=click.Choice(["toy"]), default="toy", show_default=True)
+@click.option("--image-size", type=int, default=32, show_default=True)
+@friendly_errors
+def backbone(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed,
+             device, threads, num_workers, resume, backbone, image_size):
+    """Train the toy backbone from scratch (Adam, batch 128, augmentation, early stopping)."""
+    _set_threads(threads)
+    dataset = load_data(data, image_size, num_workers)
+    train_idx, val_idx = split_data(dataset, val_size, split_seed)
+    mean, std = channel_stats(dataset.images[train_idx])
+    config = GattaConfig(backbone=backbone, num_classes=len(dataset.class_names),
+                         class_names=dataset.class_names, image_size=image_size, mean=mean, std=std)
+    model = GattaNet(config)
+    meta = {"data": str(data), "val_size": len(val_idx), "split_seed": split_seed}
+    fit(model, dataset, train_idx, val_idx, FitOptions(
+        stage="backbone", out_dir=out, epochs=epochs, batch_size=batch_size or 128, lr=lr or 1e-3,
+        patience=50 if patience is None else patience, augmentation=not no_augment, seed=seed,
+        device=device, resume=resume, extra_meta=meta))
+
+
+@main.command()
+@common_options
+@click.option("--backbone-ckpt", type=click.Path(path_type=Path), help="Checkpoint of a trained toy backbone (gatta-train backbone).")
+@click.option("--backbone", "backbone_name", type=click.Choice(sorted(BACKBONES)), default=None, help="torchvision backbone when no --backbone-ckpt.")
+@click.option("--backbone-weights", type=click.Path(exists=True, path_type=Path), help="Local torchvision state-dict file for --backbone.")
+@click.option("--image-size", type=int, default=None, help="Input side (ResNets: 224).")
+@click.option("--d", "d", default=16, show_default=True, help="Key/query dimension.")
+@click.option("--iterations", default=1, show_default=True, help="Attention steps (1 = the paper's two passes).")
+@click.option("--l2", type=float, default=None, help="L2 on K/Q weights [paper: 1e-5 toy, 0 ResNet].")
+@click.option("--qk-dropout", default=0.25, show_default=True)
+@click.option("--qk-batchnorm/--no-qk-batchnorm", default=None, help="[paper: on for ResNets]")
+@click.option("--gatta-layernorm/--no-gatta-layernorm", default=None, help="[paper: on for ResNets]")
+@click.option("--alpha-init", default=0.0, show_default=True)
+@friendly_errors
+def head(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed, device,
+         threads, num_workers, resume, backbone_ckpt, backbone_name, backbone_weights, image_size,
+         d, iterations, l2, qk_dropout, qk_batchnorm, gatta_layernorm, alpha_init):
+    """Train the attention head (K, Q, alpha) on a frozen backbone. Runs data-parallel under
+    torchrun (e.g. ``torchrun --nproc-per-node 2 -m gatta.training.cli head ...``)."""
+    _set_threads(threads)
+    if backbone_ckpt is None and backbone_name is None:
+        raise click.UsageError("give --backbone-ckpt (toy) or --backbone resnet18/resnet50")
+    meta = {"data": str(data)}
+    if backbone_ckpt is not None:
+        base, payload = load_checkpoint(backbone_ckpt)
+        cfg = base.config
+        split_seed = payload["meta"].get("split_seed", split_seed)
+        val_size = payload["meta"].get("val_size", val_size)
+        meta["backbone_ckpt"] = str(backbone_ckpt)
+        meta["backbone_metrics"] = payload["meta"].get("metrics", {})
+    else:
+        cfg = GattaConfig(backbone=backbone_name, num_classes=1000, image_size=image_size or 224,
+                          mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    dataset = load_data(data, image_size or cfg.image_size, num_workers)
+    if backbone_ckpt is None:
+        cfg.num_classes, cfg.class_names = len(dataset.class_names), dataset.class_names
+    elif len(dataset.class_names) != cfg.num_classes:
+        raise click.ClickException(
+            f"dataset {data} has {len(dataset.class_names)} classes but the backbone "
+            f"checkpoint {backbone_ckpt} was trained for {cfg.num_classes}")
+    defaults = head_defaults(cfg.backbone)
+    cfg = GattaConfig(**{**cfg.to_dict(), "d": d, "iterations": iterations, "qk_dropout": qk_dropout,
+                         "qk_batchnorm": defaults["qk_batchnorm"] if qk_batchnorm is None else qk_batchnorm,
+                         "gatta_layernorm": defaults["gatta_layernorm"] if gatta_layernorm is None else gatta_layernorm,
+                         "alpha_init": alpha_init})
+    model = GattaNet(cfg, backbone_weights=backbone_weights)
+    if backbone_ckpt is not None:
+        model.backbone.load_state_dict(base.backbone.state_dict())
+    train_idx, val_idx = split_data(dataset, val_size, split_seed)
+    meta.update(val_size=len(val_idx), split_seed=split_seed)
+    best = fit(model, dataset, train_idx, val_idx, FitOptions(
+        stage="head", out_dir=out, epochs=epochs, batch_size=batch_size or defaults["batch_size"],
+        lr=lr or defaults["lr"], l2=defaults["weight_decay"] if l2 is None else l2,
+        patience=(500 if cfg.backbone == "toy" else 1) if patience is None else patience,
+        augmentation=not no_augment, seed=seed, device=device, resume=resume, extra_meta=meta))
+    if dist_info()[0] == 0:
+        click.echo(f"best epoch {best.get('epoch')}: val_acc {best['val_acc']:.4f} "
+                   f"(frozen baseline {best.get('val_baseline_acc', float('nan')):.4f})")
+
+
+@main.command("eval")
+@click.option("--ckpt", type=click.Path(path_type=Path), required=True)
+@click.option("--data", required=True, help="Same dataset as training; the checkpoint's validation split is used.")
+@click.option("--split", type=click.Choice(["val", "all"]), default="val", show_default=True)
+@click.option("--noise", "noise", type=float, multiple=True, help="Gaussian noise sigma (pixel scale [0,1]); repeat for several.")
+@click.option("--lesion", "lesions", multiple=True, help="Lesion pattern like c.cdd; 'singles' = every single-layer lesion and single-layer-only pattern.")
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
+@click.option("--num-workers", default=2, show_default=True)
+@friendly_errors
+def eval_cmd(ckpt, data, split, noise, lesions, batch_size, device, as_json, num_workers):
+    """Accuracy of the frozen baseline and of GAttANet, under noise and lesions."""
+    model, payload = load_checkpoint(ckpt, device)
+    dataset = load_data(data, model.config.image_size, num_workers)
+    if len(dataset.class_names) != model.config.num_classes:
+        raise click.ClickException(
+            f"dataset {data} has {len(dataset.class_names)} classes, checkpoint {ckpt} has {model.config.num_classes}")
+    meta = payload["meta"]
+    if split == "val":
+        _, indices = split_data(dataset, meta.get("val_size", 5000), meta.get("split_seed", 0))
+    else:
+        indices = torch.arange(len(dataset))
+    report = run_evaluation(model, dataset, indices, noise or (0.0,), lesions, batch_size, device)
+    report["checkpoint"], report["split"] = str(ckpt), split
+    click.echo(json.dumps(report, indent=2) if as_json else evaluation_table(report))
+
+
+@main.command()
+@click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="toy", show_default=True)
+@click.option("--num-classes", default=10, show_default=True)
+@click.option("--d", "d", default=16, show_default=True)
+@click.option("--image-size", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True)
+def summary(backbone, num_classes, d, image_size, as_json):
+    """Parameter counts and attached layers of a model, without training it."""
+    size = image_size or (32 if backbone == "toy" else 224)
+    model = GattaNet(GattaConfig(backbone=backbone, num_classes=num_classes, d=d, image_size=size))
+    counts = model.parameter_counts()
+    layers = [{"name": t.name, "kind": t.kind, "shape": list(t.shape)} for t in model.taps]
+    if as_json:
+        click.echo(json.dumps({**counts, "layers": layers, "d": d, "backbone": backbone}))
+        return
+    click.echo(f"backbone {backbone}: {counts['backbone_params']:,} parameters (frozen)")
+    click.echo(f"attention head d={d}: {counts['attention_params']:,} parameters (trained)")
+    for t in layers:
+        click.echo(f"  {t['name']:<8} {t['kind']:<5} {'x'.join(map(str, t['shape']))}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Datasets decoded once into memory as uint8 tensors, seeded splits, batched augmentation.
+
+Supported sources (``load_images``):
+- CIFAR-10/100 in the official python-pickle layout (``cifar-10-batches-py/``,
+  ``cifar-100-python/``), as users download them;
+- ImageFolder trees ``<root>/<class>/*.jpg`` (also with one ``train/`` level above), e.g. the
+  CIFAR-10 JPEG copy or an ImageNet subset resized to ``image_size``;
+- a ``.tar.gz`` of such a tree, read without extracting.
+Decoded arrays are cached under ``$GATTA_CACHE`` (default ``~/.cache/gattanet``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import pickle
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+class DataError(ValueError):
+    """A dataset path or content that cannot be used."""
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # uint8 [N, 3, H, W]
+    labels: torch.Tensor  # int64 [N]
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: torch.Tensor) -> "ImageSet":
+        return ImageSet(self.images[indices], self.labels[indices], self.class_names)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GATTA_CACHE", Path.home() / ".cache" / "gattanet"))
+
+
+# -- loading ------------------------------------------------------------------------------
+def load_images(path: str | Path, image_size: int | None = None, split: str = "train",
+                workers: int = 2) -> ImageSet:
+    """Load a dataset into memory (see module doc for layouts). ``split``: ``train`` or
+    ``test`` for the CIFAR pickles."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data path {path} does not exist")
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{stat.st_mtime_ns}|{image_size}|{split}".encode()).hexdigest()[:16]
+    cached = cache_dir() / f"images-{key}.npz"
+    if cached.exists():
+        z = np.load(cached, allow_pickle=False)
+        return ImageSet(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
+                        [str(c) for c in z["class_names"]])
+    data = _load_uncached(path, image_size, split, workers)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp.npz")
+    np.savez(tmp, images=data.images.numpy(), labels=data.labels.numpy(),
+             class_names=np.array(data.class_names))
+    tmp.replace(cached)
+    return data
+
+
+def _load_uncached(path: Path, image_size, split, workers) -> ImageSet:
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        return _load_tar(path, image_size, workers)
+    if path.is_dir():
+        for name in ("cifar-10-batches-py", "cifar-100-python"):
+            if (path / name).is_dir():
+                path = path / name
+        if (path / "data_batch_1").exists():
+            return _load_cifar10_pickle(path, split)
+        if (path / "meta").exists() and (path / "train").is_file():
+            return _load_cifar100_pickle(path, split)
+        return _load_folder(path, image_size, workers)
+    raise DataError(f"{path}: not a directory, CIFAR pickle folder or .tar.gz of images")
+
+
+def _unpickle(file: Path) -> dict:
+    with open(file, "rb") as fh:
+        return pickle.load(fh, encoding="latin1")
+
+
+def _load_cifar10_pickle(root: Path, split: str) -> ImageSet:
+    files = [root / f"data_batch_{i}" for i in range(1, 6)] if split == "train" else [root / "test_batch"]
+    xs, ys = [], []
+    for f in files:
+        batch = _unpickle(f)
+        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.extend(batch["labels"])
+    names = _unpickle(root / "batches.meta")["label_names"]
+    return ImageSet(torch.from_numpy(np.concatenate(xs)), torch.tensor(ys), list(names))
+
+
+def _load_cifar100_pickle(root: Path, split: str) -> ImageSet:
+    batch = _unpickle(root / ("train" if split == "train" else "test"))
+    x = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    names = _unpickle(root / "meta")["fine_label_names"]
+    return ImageSet(torch.from_numpy(x), torch.tensor(batch["fine_labels"]), list(names))
+
+
+def decode_image(data: bytes, image_size: int | None) -> np.ndarray:
+    """Encoded bytes -> uint8 [3, H, W] RGB, resized to a square side when given."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        img = img.convert("RGB")
+        if image_size and img.size != (image_size, image_size):
+            img = img.resize((image_size, image_size), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def _assemble(items: list[tuple[str, bytes]], image_size, workers, origin) -> ImageSet:
+    """items: (class name, encoded bytes) pairs."""
+    if not items:
+        raise DataError(f"{origin}: no images found (expected <root>/<class>/*.jpg)")
+    class_names = sorted({c for c, _ in items})
+    index = {c: i for i, c in enumerate(class_names)}
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        arrays = list(pool.map(lambda it: decode_image(it[1], image_size), items, chunksize=256))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise DataError(f"{origin}: images differ in size {sorted(shapes)[:3]}; pass --image-size")
+    labels = torch.tensor([index[c] for c, _ in items])
+    return ImageSet(torch.from_numpy(np.stack(arrays)), labels, class_names)
+
+
+def _load_tar(path: Path, image_size, workers) -> ImageSet:
+    items = []
+    with tarfile.open(path) as tar:
+        for member in tar:
+            p = Path(member.name)
+            if member.isfile() and p.suffix.lower() in IMAGE_SUFFIXES and len(p.parts) >= 2:
+                items.append((p.parts[-2], tar.extractfile(member).read()))
+    items.sort(key=lambda it: it[0])  # stable: class order, then archive order
+    return _assemble(items, image_size, workers, path)
+
+
+def _load_folder(root: Path, image_size, workers) -> ImageSet:
+    subdirs = [d for d in root.iterdir() if d.is_dir()]
+    if len(subdirs) == 1 and subdirs[0].name == "train":
+        root = subdirs[0]
+    items = []
+    for class_dir in sorted(d for d in root.iterdir() if d.is_dir()):
+        for f in sorted(class_dir.iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                items.append((class_dir.name, f.read_bytes()))
+    return _assemble(items, image_size, workers, root)
+
+
+# -- synthetic data for tests and smoke runs ---------------------------------------------------
+def synthetic_images(n: int, num_classes: int = 4, image_size: int = 32, seed: int = 0) -> ImageSet:
+    """Learnable toy data: each class is a bright square at its own place and colour, on noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % num_classes
+    images = torch.rand(n, 3, image_size, image_size, generator=g) * 0.4
+    side = image_size // 3
+    for c in range(num_classes):
+        idx = labels == c
+        y = (c * side // 2) % (image_size - side)
+        x = (c * side) % (image_size - side)
+        colour = torch.tensor([(c % 3 == 0), (c % 3 == 1), (c % 3 == 2)], dtype=torch.float)
+        images[idx, :, y : y + side, x : x + side] = 0.3 + 0.6 * colour.view(3, 1, 1)
+    return ImageSet((images * 255).round().to(torch.uint8), labels,
+                    [f"shape_{c}" for c in range(num_classes)])
+
+
+# -- splits, statistics, batches ----------------------------------------------------------------
+def stratified_split(labels: torch.Tensor, val_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded stratified hold-out: ``val_size`` images, classes in proportion. Returns
+    sorted (train_indices, val_indices)."""
+    if not 0 < val_size < len(labels):
+        raise DataError(f"validation size {val_size} must be between 0 and {len(labels)}")
+    g = torch.Generator().manual_seed(seed)
+    classes = labels.unique()
+    val = []
+    for i, c in enumerate(classes):
+        members = (labels == c).nonzero().flatten()
+        take = round(val_size * len(members) / len(labels))
+        val.append(members[torch.randperm(len(members), generator=g)[:take]])
+    val_idx = torch.cat(val).sort().values
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[val_idx] = False
+    return mask.nonzero().flatten(), val_idx
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, on the [0, 1] pixel scale."""
+    x = images.float().div_(255)
+    return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).tolist()
+
+
+def augment(x: torch.Tensor, generator: torch.Generator | None = None, rotation: float = 20.0,
+            shift: float = 0.2, flip: bool = True) -> torch.Tensor:
+    """The paper's augmentation on a float batch: rotation up to +-20 degrees, shifts up to
+    20% of width/height, horizontal flips; edges repeat the border pixel (Keras 'nearest')."""
+    b = x.shape[0]
+    dev = x.device
+    angle = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(rotation)
+    tx, ty = ((torch.rand(2, b, generator=generator) * 2 - 1) * shift * 2)  # grid spans 2
+    sx = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos * sx, -sin, tx], 1), torch.stack([sin * sx, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(dev, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def batches(data: ImageSet, indices: torch.Tensor, batch_size: int, shuffle: bool = False,
+            generator: torch.Generator | None = None, augmentation: bool = False,
+            device: str | torch.device = "cpu", drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (float images in [0, 1] [B, 3, H, W], labels) over ``indices``."""
+    order = indices[torch.randperm(len(indices), generator=generator)] if shuffle else indices
+    stop = len(order) - (len(order) % batch_size if drop_last else 0)
+    for start in range(0, stop, batch_size):
+        idx = order[start : start + batch_size]
+        x = data.images[idx].to(device, non_blocking=True).float().div_(255)
+        if augmentation:
+            x = augment(x, generator)
+        yield x, data.labels[idx].to(device)

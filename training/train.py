@@ -1,0 +1,220 @@
+"""Training loops: the toy backbone from scratch, and the attention head on a frozen backbone.
+
+Both share ``fit``: Adam, seeded shuffling, the paper's augmentation, per-epoch metrics to a
+JSONL log, early stopping on validation accuracy, ``best.pt`` / ``last.pt`` checkpoints and
+``--resume`` from ``last.pt``. Head training also runs data-parallel under ``torchrun``
+(gloo on CPU, nccl on GPU); only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .data import ImageSet, batches
+from .model import GattaNet
+
+
+@dataclass
+class FitOptions:
+    stage: str  # "backbone" or "head"
+    out_dir: Path
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    l2: float = 0.0  # L2 penalty on K/Q weights (head) or all weights (backbone)
+    patience: int = 50
+    augmentation: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    resume: bool = False
+    progress: bool | None = None  # None: bars only on a terminal
+    extra_meta: dict = field(default_factory=dict)
+
+
+# -- distributed helpers --------------------------------------------------------------------
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _all_sum(values: list[float], device) -> list[float]:
+    if not dist.is_initialized():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+class _Objective(nn.Module):
+    """What one training step differentiates, as a module so DDP can wrap it."""
+
+    def __init__(self, model: GattaNet, stage: str):
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stage == "backbone":
+            return self.model.forward_backbone(x)
+        return self.model(x).logits
+
+
+def trainable_parameters(model: GattaNet, stage: str) -> list[nn.Parameter]:
+    if stage == "head":
+        model.freeze_backbone()
+        return list(model.head.parameters())
+    return list(model.backbone.parameters())
+
+
+def _l2_penalty(model: GattaNet, stage: str) -> torch.Tensor:
+    if stage == "head":
+        mats = [m.weight for m in (*model.head.keys, *model.head.queries)]
+    else:
+        mats = [p for n, p in model.backbone.named_parameters() if n.endswith("weight")]
+    return sum((w * w).sum() for w in mats)
+
+
+# -- evaluation ------------------------------------------------------------------------------
+@torch.no_grad()
+def predict(model: GattaNet, data: ImageSet, indices: torch.Tensor, batch_size: int = 256,
+            noise_sigma: float = 0.0, lesion_masks: dict[str, list[float]] | None = None,
+            device="cpu", seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per-image correctness (bool [N]) for ``baseline``, ``gattanet`` and each lesion
+    pattern. Gaussian noise (pixel scale [0, 1], seeded, not clipped) is added first."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    results: dict[str, list[torch.Tensor]] = {"baseline": [], "gattanet": []}
+    for name in lesion_masks or {}:
+        results[name] = []
+    for x, y in batches(data, indices, batch_size, device=device):
+        if noise_sigma:
+            x = x + noise_sigma * torch.randn(x.shape, generator=g).to(device)
+        out = model(x)
+        results["baseline"].append((out.baseline_logits.argmax(1) == y).cpu())
+        results["gattanet"].append((out.logits.argmax(1) == y).cpu())
+        for name, mask in (lesion_masks or {}).items():
+            m = torch.tensor(mask, device=device)
+            results[name].append((model(x, lesion_mask=m).logits.argmax(1) == y).cpu())
+    return {k: torch.cat(v) for k, v in results.items()}
+
+
+def _validate(model: GattaNet, data: ImageSet, val_idx: torch.Tensor, opts: FitOptions,
+              rank: int, world: int) -> dict[str, float]:
+    model.eval()
+    shard = val_idx[rank::world]
+    loss_sum = correct = base_correct = 0.0
+    with torch.no_grad():
+        for x, y in batches(data, shard, 512, device=opts.device):
+            if opts.stage == "backbone":
+                logits = base = model.forward_backbone(x)
+            else:
+                out = model(x)
+                logits, base = out.logits, out.baseline_logits
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            base_correct += (base.argmax(1) == y).sum().item()
+    loss_sum, correct, base_correct = _all_sum([loss_sum, correct, base_correct], opts.device)
+    n = len(val_idx)
+    metrics = {"val_loss": loss_sum / n, "val_acc": correct / n}
+    if opts.stage == "head":
+        metrics["val_baseline_acc"] = base_correct / n
+    return metrics
+
+
+# -- the loop ----------------------------------------------------------------------------------
+def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch.Tensor,
+        opts: FitOptions) -> dict:
+    """Train ``opts.stage``'s parameters; returns the best epoch's metrics."""
+    from tqdm.auto import tqdm
+
+    rank, world = dist_info()
+    out = Path(opts.out_dir)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(opts.seed)
+    model.to(opts.device)
+    params = trainable_parameters(model, opts.stage)
+    optimizer = torch.optim.Adam(params, lr=opts.lr)
+    start_epoch, best, stale = 1, {"val_acc": -1.0}, 0
+    if opts.resume and (out / "last.pt").exists():
+        payload = read_checkpoint(out / "last.pt")
+        model.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(payload["optimizer"])
+        meta = payload["meta"]
+        start_epoch, best, stale = meta["epoch"] + 1, meta["best"], meta["stale"]
+        if rank == 0:
+            print(f"resuming {opts.stage} training at epoch {start_epoch} (best val_acc {best['val_acc']:.4f})")
+    objective = _Objective(model, opts.stage)
+    if world > 1:
+        objective = nn.parallel.DistributedDataParallel(objective)
+    log = open(out / "log.jsonl", "a") if rank == 0 else None
+    g = torch.Generator().manual_seed(opts.seed)
+    for epoch in range(start_epoch, opts.epochs + 1):
+        if stale >= opts.patience:
+            break
+        g.manual_seed(opts.seed * 100003 + epoch)  # same order on every rank, resumable
+        order = train_idx[torch.randperm(len(train_idx), generator=g)]
+        shard = order[rank::world]
+        model.train()
+        t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
+        steps = math.ceil(len(shard) / opts.batch_size)
+        bar = tqdm(batches(data, shard, opts.batch_size, generator=g, device=opts.device,
+                           augmentation=opts.augmentation), total=steps,
+                   desc=f"{opts.stage} epoch {epoch}", leave=False,
+                   disable=(rank != 0) or (opts.progress is False) or (None if opts.progress is None else False))
+        for x, y in bar:
+            logits = objective(x)
+            loss = F.cross_entropy(logits, y)
+            total = loss + opts.l2 * _l2_penalty(model, opts.stage) if opts.l2 else loss
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+        seconds = time.time() - t0
+        loss_sum, correct, seen_all = _all_sum([loss_sum, correct, float(seen)], opts.device)
+        metrics = {"epoch": epoch, "train_loss": loss_sum / seen_all, "train_acc": correct / seen_all,
+                   **_validate(model, data, val_idx, opts, rank, world),
+                   "seconds": round(seconds, 2), "images_per_s": round(seen_all / seconds, 1)}
+        if opts.stage == "head":
+            metrics["alpha"] = [round(a, 5) for a in model.head.alpha.tolist()]
+        improved = metrics["val_acc"] > best["val_acc"]
+        best, stale = (metrics, 0) if improved else (best, stale + 1)
+        if rank == 0:
+            log.write(json.dumps(metrics) + "\n")
+            log.flush()
+            extra = f" (baseline {metrics['val_baseline_acc']:.4f})" if "val_baseline_acc" in metrics else ""
+            print(f"{opts.stage} epoch {epoch}: loss {metrics['train_loss']:.4f} "
+                  f"train_acc {metrics['train_acc']:.4f} val_acc {metrics['val_acc']:.4f}{extra} "
+                  f"{metrics['images_per_s']:.0f} img/s{' *' if improved else ''}", flush=True)
+            meta = {"stage": opts.stage, "epoch": epoch, "best": best, "stale": stale,
+                    "metrics": metrics, **opts.extra_meta}
+            if improved:
+                save_checkpoint(out / "best.pt", model, meta)
+            save_checkpoint(out / "last.pt", model, meta, optimizer.state_dict())
+    if log:
+        log.close()
+    if world > 1:
+        dist.barrier()
+    if (out / "best.pt").exists():  # hand back the best weights, not the last
+        best_model, _ = load_checkpoint(out / "best.pt", opts.device)
+        model.load_state_dict(best_model.state_dict())
+    return best
