@@ -87,9 +87,10 @@ def main():
     """
 
 
-def _set_threads(threads):
+def _setup(threads, seed):
     if threads:
         torch.set_num_threads(threads)
+    torch.manual_seed(seed)  # head/backbone initialisation is reproducible
 
 
 @main.command()
@@ -100,7 +101,7 @@ def _set_threads(threads):
 def backbone(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed,
              device, threads, num_workers, resume, backbone, image_size):
     """Train the toy backbone from scratch (Adam, batch 128, augmentation, early stopping)."""
-    _set_threads(threads)
+    _setup(threads, seed)
     dataset = load_data(data, image_size, num_workers)
     train_idx, val_idx = split_data(dataset, val_size, split_seed)
     mean, std = channel_stats(dataset.images[train_idx])
@@ -133,7 +134,7 @@ def head(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_a
          d, iterations, l2, qk_dropout, qk_batchnorm, gatta_layernorm, alpha_init):
     """Train the attention head (K, Q, alpha) on a frozen backbone. Runs data-parallel under
     torchrun (e.g. ``torchrun --nproc-per-node 2 -m gatta.training.cli head ...``)."""
-    _set_threads(threads)
+    _setup(threads, seed)
     if backbone_ckpt is None and backbone_name is None:
         raise click.UsageError("give --backbone-ckpt (toy) or --backbone resnet18/resnet50")
     meta = {"data": str(data)}

@@ -45,6 +45,7 @@ class AttentionHead(nn.Module):
             self.key_norms = nn.ModuleList(nn.BatchNorm1d(d, affine=False) for _ in taps)
             self.query_norms = nn.ModuleList(nn.BatchNorm1d(d, affine=False) for _ in taps)
         self.gatta_layernorm = gatta_layernorm
+        self.materialize: bool | None = None  # force (True) or forbid (False) the map path
 
     # -- projections -------------------------------------------------------------------
     @staticmethod
@@ -61,6 +62,8 @@ class AttentionHead(nn.Module):
         return norms[i](z.reshape(b * n, d)).reshape(b, n, d)
 
     def _use_maps(self) -> bool:
+        if self.materialize is not None:
+            return self.materialize
         return self.training and (self.dropout.p > 0 or self.qk_batchnorm)
 
     # -- public -------------------------------------------------------------------------

@@ -1,0 +1,31 @@
+# Set-up is part of every target: a fresh machine needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?= ../shared/data/cifar10-train-jpg.tar.gz
+MODEL  ?= models/cifar10-toy-d16.pt
+
+.PHONY: install demo test bench train-default clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	# torch/torchvision first, pinned: an unpinned resolve could pull a different CUDA build
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[all]'
+	touch $@
+
+demo: install
+	$(BIN)/python scripts/demo.py --model $(MODEL) --images samples --out out/demo
+
+test: install
+	$(BIN)/pytest -q
+
+# Heavy: retrains the shipped default model (hours on 2 CPU cores, minutes on a GPU).
+train-default: install
+	bash scripts/train_default.sh $(DATA)
+
+clean:
+	rm -rf out model_repository .pytest_cache .cache

@@ -1,0 +1,84 @@
+"""``gatta-export``: checkpoint -> verified ONNX -> Triton model repository."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from gatta.extras import require
+
+require("torch", "export")
+require("onnxruntime", "export")
+
+from gatta.training.checkpoint import CheckpointError  # noqa: E402
+
+from .exporter import ExportOptions, export_checkpoint  # noqa: E402
+from .verify import ExportError  # noqa: E402
+
+DEFAULT_CKPT = Path(__file__).resolve().parents[1] / "models" / "cifar10-toy-d16.pt"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def summary_table(report) -> str:
+    sig, ver = report.signature, report.verification
+    lines = ["tensor                 dims            dtype  notes"]
+    for spec in sig.inputs:
+        note = "optional (python flavour, ONNX default)" if spec.optional else "pixels in [0, 1]" if spec.name == "image" else ""
+        lines.append(f"in  {spec.name:<18} {'B x ' + 'x'.join(map(str, spec.dims)):<15} {spec.dtype:<6} {note}")
+    for spec in sig.outputs:
+        fig = ver["worst"].get(spec.name)
+        note = f"max {'rel' if spec.name == 'logits' else 'abs'} diff {fig:.1e}" if fig is not None else ""
+        lines.append(f"out {spec.name:<18} {'B x ' + 'x'.join(map(str, spec.dims)):<15} {spec.dtype:<6} {note}")
+    lines.append(f"\nverified against PyTorch: {ver['cases']} runs on {ver['images']} "
+                 f"(tolerance abs {ver['tolerance']['abs']:.0e}, logits rel {ver['tolerance']['logits_rel']:.0e})")
+    lines.append("files:")
+    lines += [f"  {path}  ({_size(size)})" for path, size in sorted(report.files.items())]
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--ckpt", type=click.Path(path_type=Path), default=DEFAULT_CKPT, show_default=True,
+              help="gattanet checkpoint (gatta-train output); default: the bundled CIFAR-10 model.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
+              help="Triton model repository folder (created; other models and versions are kept).")
+@click.option("--name", default="gatta", show_default=True, help="Model name in Triton.")
+@click.option("--version", default=1, show_default=True, help="Model version folder.")
+@click.option("--max-batch", default=64, show_default=True, help="Triton max_batch_size.")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset (14..20).")
+@click.option("--fp16", is_flag=True, help="Half-precision weights and compute (IO stays FP32); looser parity (1e-2).")
+@click.option("--baseline", is_flag=True, help="Export the frozen backbone alone (image -> logits, probs) for A/B serving.")
+@click.option("--flavor", "--flavour", "flavour", type=click.Choice(["onnxruntime", "python", "both"]),
+              default="onnxruntime", show_default=True,
+              help="onnxruntime: Triton's native backend, GPU (NVIDIA's container). python: ONNX Runtime "
+                   "inside Triton's python backend, CPU, runs anywhere. both: OUT/onnxruntime and OUT/python.")
+@click.option("--threads", default=1, show_default=True, help="python flavour: ONNX Runtime threads per model instance.")
+@click.option("--tensorrt-fp16", is_flag=True, help="onnxruntime flavour: enable the TensorRT FP16 execution accelerator.")
+@click.option("--no-encoded", is_flag=True, help="Skip the encoded-image (JPEG/PNG bytes) preprocessing ensemble.")
+@click.option("--force", is_flag=True, help="Replace an existing model version.")
+def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, threads, tensorrt_fp16, no_encoded, force):
+    """Export a GAttANet checkpoint as one static ONNX graph (both passes unrolled, optional
+    lesion mask), verify it against PyTorch, and write a Triton model repository.
+
+    \b
+    Example:
+      gatta-export --ckpt runs/head/best.pt --out model_repository --flavor python
+      gatta-serve --model-repository model_repository
+    """
+    opts = ExportOptions(out=out, name=name, version=version, max_batch=max_batch, opset=opset, fp16=fp16,
+                         baseline=baseline, flavour=flavour, force=force, threads=threads,
+                         tensorrt_fp16=tensorrt_fp16, encoded=not no_encoded)
+    try:
+        report = export_checkpoint(ckpt, opts, progress=lambda m: click.echo(f"... {m}", err=True))
+    except (CheckpointError, ExportError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+    click.echo(summary_table(report))
+    click.echo(f"\nmodel repository ready: {', '.join(map(str, report.repositories))}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

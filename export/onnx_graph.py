@@ -1,0 +1,98 @@
+"""Checkpoint model -> one static ONNX graph with both passes (and every attention step)
+unrolled, named tensors, a dynamic batch axis and overridable defaults for the optional
+inputs."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from .signature import ModelSignature
+
+
+class ServedGatta(nn.Module):
+    """image (+ lesion_mask, query_bias) -> logits, probs, q_avg, gatta_<layer>..."""
+
+    def __init__(self, model, fp16: bool = False):
+        super().__init__()
+        self.model = model.half() if fp16 else model
+        self.fp16 = fp16
+
+    def forward(self, image, lesion_mask, query_bias):
+        dtype = torch.float16 if self.fp16 else torch.float32
+        out = self.model(image.to(dtype), lesion_mask=lesion_mask.to(dtype),
+                         query_bias=query_bias.to(dtype), return_maps=True)
+        tensors = (out.logits, torch.softmax(out.logits.float(), 1), out.q_avg, *out.gatta.values())
+        return tuple(t.float() for t in tensors)
+
+
+class ServedBaseline(nn.Module):
+    """The frozen backbone alone, same input contract for ``image``: logits, probs."""
+
+    def __init__(self, model, fp16: bool = False):
+        super().__init__()
+        self.model = model.half() if fp16 else model
+        self.fp16 = fp16
+
+    def forward(self, image):
+        logits = self.model.forward_backbone(image.to(torch.float16 if self.fp16 else torch.float32))
+        return logits.float(), torch.softmax(logits.float(), 1)
+
+
+def example_inputs(signature: ModelSignature, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in signature.inputs:
+        if spec.name == "image":
+            feeds[spec.name] = rng.random((batch, *spec.dims), dtype=np.float32)
+        elif spec.name == "lesion_mask":
+            feeds[spec.name] = np.ones((batch, *spec.dims), np.float32)
+        else:
+            feeds[spec.name] = np.zeros((batch, *spec.dims), np.float32)
+    return feeds
+
+
+def export_onnx(model, signature: ModelSignature, path: Path, opset: int = 17, fp16: bool = False) -> Path:
+    """Trace and write ``path`` as a single file (weights inline, no ``.onnx.data``)."""
+    model = model.eval()
+    # The wrapper must be in eval mode too: the exporter restores the wrapper's mode after
+    # tracing, and a wrapper left in training mode would switch the model's dropout back on.
+    module = (ServedBaseline(model, fp16) if signature.baseline else ServedGatta(model, fp16)).eval()
+    feeds = example_inputs(signature)
+    args = tuple(torch.from_numpy(feeds[n]) for n in signature.input_names)
+    dynamic = {n: {0: "batch"} for n in signature.input_names + signature.output_names}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(module, args, str(path), input_names=signature.input_names,
+                          output_names=signature.output_names, dynamic_axes=dynamic,
+                          opset_version=opset, dynamo=False, external_data=False,
+                          do_constant_folding=True)
+    graph = onnx.load(str(path))
+    _add_input_defaults(graph, signature)
+    graph.doc_string = "GAttANet (global attention agreement), exported by gattanet"
+    onnx.save(graph, str(path))
+    return path
+
+
+def _add_input_defaults(graph: onnx.ModelProto, signature: ModelSignature) -> None:
+    """An initializer that is also a graph input is an overridable default in ONNX Runtime:
+    callers may omit ``lesion_mask`` (ones [1, L]: full model) or ``query_bias`` (zeros)."""
+    for spec in signature.inputs:
+        if not spec.optional:
+            continue
+        value = np.ones if spec.name == "lesion_mask" else np.zeros
+        graph.graph.initializer.append(numpy_helper.from_array(value((1, *spec.dims), np.float32), spec.name))
+
+
+def check_onnx(path: Path) -> onnx.ModelProto:
+    """onnx.checker (full) and strict shape inference; raises on any failure."""
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    return model

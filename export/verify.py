@@ -1,0 +1,111 @@
+"""Every export checks itself: ONNX Runtime against PyTorch on the same batches.
+
+Tolerances (FP32): max absolute difference <= 1e-4 for probs, q_avg and gatta maps; logits
+relative <= 1e-5 (max |ort - torch| / max |torch|). FP16 exports are compared with 1e-2 abs
+on probs and 1e-2 relative on logits and maps (half precision keeps ~3 decimal digits).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from .signature import ModelSignature
+
+FP32_TOL = {"abs": 1e-4, "logits_rel": 1e-5}
+FP16_TOL = {"abs": 1e-2, "logits_rel": 1e-2}
+
+
+class ExportError(RuntimeError):
+    """The export failed its own verification or could not be written."""
+
+
+def ort_session(path: Path, level: str = "all", threads: int = 0) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    opts.log_severity_level = 3  # the defaults-as-initializers notice is expected
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@torch.no_grad()
+def torch_outputs(model, signature: ModelSignature, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    image = torch.from_numpy(feeds["image"])
+    if signature.baseline:
+        logits = model.forward_backbone(image)
+        return {"logits": logits.numpy(), "probs": torch.softmax(logits, 1).numpy()}
+    mask = torch.from_numpy(feeds["lesion_mask"]) if "lesion_mask" in feeds else None
+    bias = torch.from_numpy(feeds["query_bias"]) if "query_bias" in feeds else None
+    out = model(image, lesion_mask=mask, query_bias=bias, return_maps=True)
+    result = {"logits": out.logits.numpy(), "probs": torch.softmax(out.logits, 1).numpy(),
+              "q_avg": out.q_avg.numpy()}
+    result.update({f"gatta_{k}": v.numpy() for k, v in out.gatta.items()})
+    return result
+
+
+def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], tol: dict) -> dict[str, float]:
+    """Per-output discrepancy (abs, or relative for logits); raises ExportError past tol."""
+    figures, failures = {}, []
+    for name, ref in reference.items():
+        got = candidate[name]
+        if got.shape != ref.shape:
+            raise ExportError(f"output {name}: shape {got.shape} from ONNX Runtime, {ref.shape} from PyTorch")
+        diff = float(np.abs(got - ref).max()) if ref.size else 0.0
+        if name == "logits":
+            diff /= max(float(np.abs(ref).max()), 1e-12)
+            limit = tol["logits_rel"]
+        else:
+            limit = tol["abs"]
+        figures[name] = diff
+        if not diff <= limit:  # also catches NaN
+            failures.append(f"{name} {diff:.2e} > {limit:.0e}")
+    if failures:
+        raise ExportError("ONNX Runtime disagrees with PyTorch: " + ", ".join(failures))
+    return figures
+
+
+def verification_cases(signature: ModelSignature, images: np.ndarray, seed: int = 0):
+    """(label, feeds) pairs: two batch sizes, default inputs omitted, per-image lesion masks,
+    and a query bias."""
+    rng = np.random.default_rng(seed)
+    n_layers = len(signature.layers)
+    for batch in (1, min(len(images), 7)):
+        x = images[:batch]
+        yield f"batch {batch}", {"image": x}
+        if signature.baseline:
+            continue
+        masks = rng.integers(0, 2, (batch, n_layers)).astype(np.float32)
+        masks[0] = 0.0  # an all-zero mask is the baseline
+        yield f"batch {batch} + lesion masks", {"image": x, "lesion_mask": masks}
+        bias = rng.normal(size=(batch, signature.d)).astype(np.float32)
+        yield f"batch {batch} + query bias", {"image": x, "lesion_mask": np.ones((batch, n_layers), np.float32),
+                                              "query_bias": bias}
+
+
+def verify_export(model, signature: ModelSignature, onnx_path: Path, images: np.ndarray,
+                  fp16: bool = False) -> dict:
+    """Run every case through PyTorch and ONNX Runtime (graph optimisations on and off).
+    Returns the worst figure per output; raises ExportError with the figures on mismatch."""
+    tol = FP16_TOL if fp16 else FP32_TOL
+    sessions = {level: ort_session(onnx_path, level) for level in ("all", "disable")}
+    worst: dict[str, float] = {}
+    for label, feeds in verification_cases(signature, images):
+        reference = torch_outputs(model, signature, feeds)
+        for level, session in sessions.items():
+            got = dict(zip(signature.output_names, session.run(signature.output_names, feeds)))
+            try:
+                figures = compare(reference, got, tol)
+            except ExportError as exc:
+                raise ExportError(f"{exc} ({label}, ORT optimisation {level})") from None
+            for k, v in figures.items():
+                worst[k] = max(worst.get(k, 0.0), v)
+    return {"tolerance": tol, "worst": worst, "cases": len(list(verification_cases(signature, images))) * 2}

@@ -1,0 +1,208 @@
+"""Find and start the real ``tritonserver``; wait for readiness; stop it gracefully.
+
+Where the binary comes from:
+- ``tritonserver`` on PATH (NVIDIA's container): used as is, with its own backends.
+- otherwise the build that the ``nvidia-pytriton`` wheel ships (python backend only). As that
+  wheel's own launcher does, the tree is copied once into a cache folder with the
+  python-backend stub built for the running Python, the wheel's bundled libraries and this
+  Python's libpython go on LD_LIBRARY_PATH, and this environment's ``bin`` leads PATH: the
+  stub runs the first ``python3`` it finds, and with any other interpreter (no numpy, or
+  numpy 2) it fails or returns empty tensors.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RESTRICTED_APIS = "model-repository,shared-memory,trace,logging"
+
+
+class LaunchError(RuntimeError):
+    """tritonserver could not be found, started, or did not become ready."""
+
+
+@dataclass
+class ServerBinary:
+    executable: Path
+    backend_dir: Path | None  # None: the binary's built-in default
+    env: dict = field(default_factory=dict)
+    origin: str = "PATH"
+
+    @property
+    def backends(self) -> set[str]:
+        root = self.backend_dir or Path("/opt/tritonserver/backends")
+        return {p.name for p in root.iterdir() if p.is_dir()} if root.exists() else set()
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("GATTA_CACHE", Path.home() / ".cache" / "gattanet"))
+
+
+def _pytriton_binary() -> ServerBinary:
+    try:
+        import pytriton
+    except ImportError:
+        raise LaunchError("no tritonserver on PATH and nvidia-pytriton is not installed; "
+                          "run inside NVIDIA's Triton container or pip install 'gattanet[serve]'") from None
+    package = Path(pytriton.__file__).parent
+    dist = package / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise LaunchError(f"nvidia-pytriton ships no python-backend stub for Python {version}")
+    try:
+        from importlib.metadata import version as pkg_version
+        tag = pkg_version("nvidia-pytriton")
+    except Exception:
+        tag = "unknown"
+    runtime = cache_root() / f"tritonserver-{tag}-py{version}"
+    if not (runtime / "bin" / "tritonserver").exists():
+        tmp = runtime.with_name(runtime.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(dist, tmp, ignore=shutil.ignore_patterns("python_backend_stubs"))
+        shutil.copy2(stub, tmp / "backends" / "python" / "triton_python_backend_stub")
+        runtime.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(tmp, runtime)
+        except OSError:  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+    libs = [package.parent / "nvidia_pytriton.libs", package / "tritonserver" / "external_libs",
+            Path(sysconfig.get_config_var("LIBDIR") or "")]
+    env = {
+        "LD_LIBRARY_PATH": ":".join([str(p) for p in libs if p.exists()] + [os.environ.get("LD_LIBRARY_PATH", "")]).rstrip(":"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+    }
+    return ServerBinary(runtime / "bin" / "tritonserver", runtime / "backends", env, "nvidia-pytriton")
+
+
+def find_server() -> ServerBinary:
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return ServerBinary(Path(on_path), None, {}, "PATH")
+    return _pytriton_binary()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class TritonProcess:
+    """A running tritonserver. Use as a context manager, or call ``stop()``."""
+
+    process: subprocess.Popen
+    host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    log_path: Path
+    admin_key: str
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise LaunchError(f"tritonserver exited with status {self.process.returncode} while starting:\n{self.log_tail()}")
+            if self.ready():
+                return
+            time.sleep(0.25)
+        raise LaunchError(f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM: Triton stops accepting new requests and finishes those in flight."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def server_command(binary: ServerBinary, repository: Path, host: str, http_port: int, grpc_port: int,
+                   metrics_port: int, admin_key: str, extra: list[str] = ()) -> list[str]:
+    cmd = [str(binary.executable), f"--model-repository={repository}",
+           f"--http-address={host}", f"--http-port={http_port}",
+           f"--grpc-address={host}", f"--grpc-port={grpc_port}",
+           f"--metrics-address={host}", f"--metrics-port={metrics_port}",
+           "--model-control-mode=none",  # no remote loading/unloading of models
+           f"--http-restricted-api={RESTRICTED_APIS}:admin-key={admin_key}",
+           f"--grpc-restricted-protocol={RESTRICTED_APIS}:admin-key={admin_key}",
+           "--allow-metrics=true", "--allow-gpu-metrics=true", "--metrics-interval-ms=1000",
+           "--exit-timeout-secs=30", "--log-verbose=0"]
+    if binary.backend_dir is not None:
+        cmd.append(f"--backend-directory={binary.backend_dir}")
+    return cmd + list(extra)
+
+
+def start_server(repository: str | Path, host: str = "127.0.0.1", http_port: int = 0, grpc_port: int = 0,
+                 metrics_port: int = 0, log_path: Path | None = None, wait: float | None = 120.0,
+                 extra_args: list[str] = (), binary: ServerBinary | None = None) -> TritonProcess:
+    """Start tritonserver on the given ports (0: a free one). Waits for readiness unless
+    ``wait`` is None."""
+    repository = Path(repository).resolve()
+    if not repository.is_dir():
+        raise LaunchError(f"model repository {repository} does not exist")
+    binary = binary or find_server()
+    ports = [p or free_port(host) for p in (http_port, grpc_port, metrics_port)]
+    admin_key = os.environ.get("GATTA_ADMIN_KEY") or secrets.token_hex(16)
+    log_path = log_path or (cache_root() / "logs" / f"tritonserver-{ports[0]}.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **binary.env}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(server_command(binary, repository, host, *ports, admin_key, list(extra_args)),
+                                   stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    server = TritonProcess(process, host, *ports, log_path, admin_key)
+    if wait is not None:
+        try:
+            server.wait_ready(wait)
+        except LaunchError:
+            server.stop(5)
+            raise
+    return server

@@ -1,0 +1,80 @@
+"""Loaders for the real layouts, the seeded split, normalisation statistics, augmentation."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from gatta.lesion import LesionError, parse_lesion, single_layer_patterns
+from gatta.training.data import DataError, augment, channel_stats, load_images, stratified_split
+
+from helpers import write_image_folder
+
+
+def test_stratified_split_is_seeded_and_proportional():
+    labels = torch.arange(1000) % 10
+    tr, va = stratified_split(labels, 100, seed=3)
+    tr2, va2 = stratified_split(labels, 100, seed=3)
+    assert torch.equal(va, va2) and len(va) == 100 and len(tr) == 900
+    assert labels[va].bincount().tolist() == [10] * 10
+    assert not set(tr.tolist()) & set(va.tolist())
+    assert not torch.equal(va, stratified_split(labels, 100, seed=4)[1])
+
+
+def test_cifar10_pickle_layout(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(1, 6):
+        data = rng.integers(0, 255, (4, 3072), dtype=np.uint8)
+        pickle.dump({"data": data, "labels": [i % 10, 1, 2, 3]}, open(root / f"data_batch_{i}", "wb"))
+    pickle.dump({"data": data, "labels": [0, 0, 0, 0]}, open(root / "test_batch", "wb"))
+    pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, open(root / "batches.meta", "wb"))
+    train = load_images(tmp_path)
+    assert train.images.shape == (20, 3, 32, 32) and train.labels[:4].tolist() == [1, 1, 2, 3]
+    assert torch.equal(train.images[-4:], torch.from_numpy(data.reshape(4, 3, 32, 32)))
+    assert load_images(tmp_path, split="test").labels.tolist() == [0, 0, 0, 0]
+
+
+def test_image_folder_and_tar(tmp_path):
+    import tarfile
+
+    write_image_folder(tmp_path / "tree" / "train", n_per_class=3)
+    folder = load_images(tmp_path / "tree")
+    assert folder.class_names == ["cat", "dog", "ship"] and folder.images.shape == (9, 3, 16, 16)
+    with tarfile.open(tmp_path / "d.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "tree" / "train", arcname="train")
+    packed = load_images(tmp_path / "d.tar.gz")
+    assert torch.equal(packed.images, folder.images) and torch.equal(packed.labels, folder.labels)
+    assert load_images(tmp_path / "tree", image_size=8).images.shape == (9, 3, 8, 8)
+
+
+def test_missing_and_empty_data(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_images(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        load_images(tmp_path / "empty")
+
+
+def test_channel_stats_and_identity_augmentation():
+    images = torch.full((2, 3, 4, 4), 51, dtype=torch.uint8)
+    mean, std = channel_stats(images)
+    assert mean == pytest.approx([0.2] * 3) and std == pytest.approx([0.0] * 3)
+    x = torch.rand(3, 3, 8, 8)
+    assert torch.allclose(augment(x, rotation=0, shift=0, flip=False), x, atol=1e-5)
+    flipped = augment(x, torch.Generator().manual_seed(0), rotation=0, shift=0, flip=True)
+    for a, b in zip(flipped, x):
+        assert torch.allclose(a, b, atol=1e-5) or torch.allclose(a, b.flip(-1), atol=1e-5)
+
+
+def test_lesion_notation():
+    kinds = ["conv", "conv", "conv", "dense", "dense"]
+    assert parse_lesion("cccdd", kinds) == [1.0] * 5
+    assert parse_lesion("c.cdd", kinds) == [1, 0, 1, 1, 1]
+    assert parse_lesion(".....", kinds) == [0.0] * 5
+    assert len(single_layer_patterns(kinds)) == 10 and "...d." in single_layer_patterns(kinds)
+    for bad in ("ccc", "cccddd", "ddccc", "cc?dd"):
+        with pytest.raises(LesionError, match="cccdd"):
+            parse_lesion(bad, kinds)

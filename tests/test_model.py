@@ -1,0 +1,179 @@
+"""The model against the paper's equations, parameter counts and exactness properties."""
+
+import pytest
+import torch
+
+from gatta.training.config import GattaConfig
+from gatta.training.model import GattaNet
+
+
+def tiny_model(**kw) -> GattaNet:
+    torch.manual_seed(0)
+    cfg = dict(backbone="toy", num_classes=10, d=4, image_size=8, alpha_init=0.7)
+    cfg.update(kw)
+    model = GattaNet(GattaConfig(**cfg)).eval()
+    with torch.no_grad():  # non-trivial biases so every term of eqs. 1-4 matters
+        for lin in (*model.head.keys, *model.head.queries):
+            lin.bias.normal_()
+    return model
+
+
+def naive_gatta(model: GattaNet, acts):
+    """Eqs. 1-4 as written, with explicit loops over positions, units and dimensions."""
+    B = acts[0].shape[0]
+    d = model.config.d
+    per_layer_q = []
+    keys = []
+    for i, (x, tap) in enumerate(zip(acts, model.taps)):
+        K, bk = model.head.keys[i].weight.t(), model.head.keys[i].bias  # c x d, d
+        Q, bq = model.head.queries[i].weight.t(), model.head.queries[i].bias
+        if tap.kind == "conv":
+            _, C, H, W = x.shape
+            k = torch.zeros(B, H, W, d)
+            qsum = torch.zeros(B, d)
+            for b in range(B):
+                for y in range(H):
+                    for xx in range(W):
+                        for m in range(d):
+                            k[b, y, xx, m] = sum(x[b, c, y, xx] * K[c, m] for c in range(C)) + bk[m]
+                            qsum[b, m] += sum(x[b, c, y, xx] * Q[c, m] for c in range(C)) + bq[m]
+            per_layer_q.append(qsum / (H * W))
+        else:
+            _, C = x.shape
+            k = torch.zeros(B, C, d)
+            qsum = torch.zeros(B, d)
+            for b in range(B):
+                for c in range(C):
+                    for m in range(d):
+                        k[b, c, m] = x[b, c] * K[c, m] + bk[m]
+                        qsum[b, m] += x[b, c] * Q[c, m] + bq[m]
+            per_layer_q.append(qsum / C)
+        keys.append(k)
+    q_avg = sum(per_layer_q) / len(per_layer_q)
+    gattas = [(k * q_avg.view(B, *([1] * (k.dim() - 2)), d)).sum(-1) for k in keys]
+    return q_avg, gattas
+
+
+def pass1_acts(model, image):
+    h = model.normalize(image)
+    acts = []
+    for stage in model.backbone.stages:
+        h = stage(h)
+        acts.append(h)
+    return acts
+
+
+@pytest.mark.parametrize("path", ["folded", "maps"])
+def test_head_matches_naive_equations(path):
+    model = tiny_model()
+    image = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        acts = pass1_acts(model, image)
+        q_ref, g_ref = naive_gatta(model, acts)
+        model.head.materialize = path == "maps"  # the training path (dropout off in eval)
+        q_avg = model.head.global_query(acts)
+        gattas = model.head.agreement(acts, q_avg)
+    torch.testing.assert_close(q_avg, q_ref, atol=1e-5, rtol=1e-5)
+    assert [tuple(g.shape) for g in gattas] == [(2, 8, 8), (2, 4, 4), (2, 2, 2), (2, 256), (2, 10)]
+    for g, r in zip(gattas, g_ref):
+        torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+
+
+def test_second_pass_modulates_each_layer_by_eq5():
+    model = tiny_model(num_classes=3)
+    image = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        out = model(image, return_maps=True)
+        acts = pass1_acts(model, image)
+        _, g_ref = naive_gatta(model, acts)
+        alpha = model.head.alpha
+        h = acts[0] * (1 + alpha[0] * g_ref[0].unsqueeze(1))
+        for i, stage in enumerate(model.backbone.stages[1:], start=1):
+            h = stage(h)
+            g = g_ref[i].unsqueeze(1) if h.dim() == 4 else g_ref[i]
+            h = h * (1 + alpha[i] * g)
+    torch.testing.assert_close(out.logits, h, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.baseline_logits, model.forward_backbone(image))
+
+
+def test_alpha_zero_and_zero_mask_reproduce_baseline_exactly():
+    image = torch.rand(3, 3, 8, 8)
+    model = tiny_model()
+    with torch.no_grad():
+        base = model.forward_backbone(image)
+        lesioned = model(image, lesion_mask=torch.zeros(5)).logits
+        full = model(image).logits
+        model.head.alpha.zero_()
+        alpha0 = model(image).logits
+    assert torch.equal(lesioned, base)
+    assert torch.equal(alpha0, base)
+    assert (full - base).abs().max() > 1e-3  # attention does change the output
+
+
+def test_per_image_lesion_masks_match_single_runs():
+    model = tiny_model()
+    image = torch.rand(3, 3, 8, 8)
+    masks = torch.tensor([[1, 1, 1, 1, 1], [1, 0, 1, 1, 1], [0, 0, 0, 0, 1.0]])
+    with torch.no_grad():
+        batched = model(image, lesion_mask=masks).logits
+        single = torch.cat([model(image[i : i + 1], lesion_mask=masks[i]).logits for i in range(3)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+    assert (batched[0] - batched[1]).abs().max() > 0
+
+
+@pytest.mark.parametrize(
+    "classes,d,backbone_params,attention_params",
+    [(10, 16, 620_362, 15_845), (100, 16, 643_492, 18_725), (100, 32, 643_492, 37_445), (100, 64, 643_492, 74_885)],
+)
+def test_toy_parameter_counts_match_table_1(classes, d, backbone_params, attention_params):
+    counts = GattaNet(GattaConfig(num_classes=classes, d=d)).parameter_counts()
+    assert counts == {"backbone_params": backbone_params, "attention_params": attention_params}
+
+
+def test_resnet18_head_is_sized_from_reported_channels():
+    model = GattaNet(GattaConfig(backbone="resnet18", num_classes=7, d=8, image_size=64))
+    assert [(t.name, t.kind, t.shape) for t in model.taps] == [
+        ("layer1", "conv", (64, 16, 16)), ("layer2", "conv", (128, 8, 8)),
+        ("layer3", "conv", (256, 4, 4)), ("layer4", "conv", (512, 2, 2)),
+        ("avgpool", "dense", (512,)), ("logits", "dense", (7,)),
+    ]
+    channels = 64 + 128 + 256 + 512 + 512 + 7
+    assert model.parameter_counts()["attention_params"] == 2 * channels * 8 + 6 * 2 * 8 + 6
+    assert model.parameter_counts()["backbone_params"] == 11_180_103
+
+
+def test_batchnorm_head_folds_exactly_in_eval():
+    """ResNet options: eval-mode batch-norm on keys/queries is folded into the projections."""
+    model = tiny_model(qk_batchnorm=True, gatta_layernorm=True)
+    for bn in (*model.head.key_norms, *model.head.query_norms):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    image = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        folded = model(image, return_maps=True)
+        model.head.materialize = True  # map path with eval-mode norms: must agree
+        maps = model(image, return_maps=True)
+    torch.testing.assert_close(folded.logits, maps.logits, atol=1e-4, rtol=1e-4)
+    for name in folded.gatta:
+        torch.testing.assert_close(folded.gatta[name], maps.gatta[name], atol=1e-4, rtol=1e-4)
+
+
+def test_more_iterations_change_the_result_and_keep_shapes():
+    one = tiny_model()
+    two = tiny_model(iterations=2)
+    two.load_state_dict(one.state_dict())
+    image = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        a, b = one(image, return_maps=True), two(image, return_maps=True)
+    assert a.logits.shape == b.logits.shape and a.q_avg.shape == b.q_avg.shape == (2, 4)
+    assert (a.logits - b.logits).abs().max() > 1e-4
+
+
+def test_query_bias_shifts_q_avg():
+    model = tiny_model()
+    image = torch.rand(2, 3, 8, 8)
+    bias = torch.randn(2, 4)
+    with torch.no_grad():
+        plain = model(image, return_maps=True)
+        biased = model(image, query_bias=bias, return_maps=True)
+    torch.testing.assert_close(biased.q_avg, plain.q_avg + bias)

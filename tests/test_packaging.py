@@ -1,0 +1,41 @@
+"""One import namespace; the client never needs torch."""
+
+import subprocess
+import sys
+
+
+def python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+
+
+def test_bare_stage_packages_are_not_importable():
+    for name in ("export", "training", "client", "serving"):
+        r = python(f"import {name}")
+        assert r.returncode != 0 and "ModuleNotFoundError" in r.stderr, name
+
+
+def test_client_imports_without_torch():
+    block = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'torchvision', 'onnx', 'onnxruntime'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import gatta.client, gatta.lesion\n"
+        "print('ok', 'torch' in sys.modules)\n"
+    )
+    r = python(block)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok False"
+
+
+def test_missing_extra_names_the_extra():
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        "from gatta.extras import require\n"
+        "require('torch', 'train')\n"
+    )
+    r = python(code)
+    assert "pip install 'gattanet[train]'" in r.stderr

@@ -1,0 +1,90 @@
+"""Head training touches only K, Q, alpha; it learns; DDP equals single-process training."""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from gatta.training.data import synthetic_images
+from gatta.training.train import FitOptions, fit, trainable_parameters
+
+from helpers import make_model
+
+
+def test_one_head_step_changes_only_head_parameters():
+    model = make_model(alpha=0.0)
+    params = trainable_parameters(model, "head")
+    assert {id(p) for p in params} == {id(p) for p in model.head.parameters()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    assert not model.backbone.training and model.head.training  # frozen backbone runs in eval
+    opt = torch.optim.Adam(params, lr=1e-2)
+    x, y = torch.rand(8, 3, 16, 16), torch.arange(8) % 4
+    F.cross_entropy(model(x).logits, y).backward()
+    opt.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("head.") for k in changed)
+    assert "head.alpha" in changed  # alpha starts at 0 and is the first thing to move
+    assert all(p.grad is None for p in model.backbone.parameters())
+
+
+def test_resnet_batchnorm_statistics_stay_frozen():
+    from gatta.training.config import GattaConfig
+    from gatta.training.model import GattaNet
+
+    model = GattaNet(GattaConfig(backbone="resnet18", num_classes=3, d=4, image_size=32,
+                                 qk_batchnorm=True, gatta_layernorm=True))
+    params = trainable_parameters(model, "head")
+    stats = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running" in k}
+    model.train()
+    F.cross_entropy(model(torch.rand(4, 3, 32, 32)).logits, torch.tensor([0, 1, 2, 0])).backward()
+    torch.optim.Adam(params).step()
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in stats.items())
+
+
+def test_short_head_run_lowers_the_loss(tmp_path):
+    torch.manual_seed(0)
+    data = synthetic_images(192, 4, 16, seed=1)
+    model = make_model(alpha=0.0)
+    # A backbone that already sees the classes a little: train its logits layer briefly.
+    fit(model, data, torch.arange(160), torch.arange(160, 192),
+        FitOptions(stage="backbone", out_dir=tmp_path / "b", epochs=2, batch_size=32, lr=3e-3,
+                   augmentation=False, progress=False))
+    fit(model, data, torch.arange(160), torch.arange(160, 192),
+        FitOptions(stage="head", out_dir=tmp_path / "h", epochs=4, batch_size=32, lr=1e-2,
+                   augmentation=False, progress=False, patience=10))
+    log = [json.loads(line) for line in open(tmp_path / "h" / "log.jsonl")]
+    assert len(log) == 4
+    assert log[-1]["train_loss"] < log[0]["train_loss"] - 0.01
+    assert any(abs(a) > 1e-3 for a in log[-1]["alpha"])
+
+
+def test_ddp_with_two_processes_equals_single_process(tmp_path):
+    """2 gloo ranks at batch 16 each see the same images per step as 1 process at batch 32,
+    so with dropout and augmentation off they must land on the same weights."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    common = ["--data", "synthetic:128:4", "--backbone-ckpt", str(tmp_path / "b" / "last.pt"),
+              "--epochs", "2", "--no-augment", "--qk-dropout", "0", "--val-size", "32",
+              "--lr", "0.01", "--alpha-init", "0.1", "--threads", "1"]
+    cli = [sys.executable, "-m", "gatta.training.cli"]
+    subprocess.run(cli + ["backbone", "--data", "synthetic:128:4", "--out", str(tmp_path / "b"),
+                          "--epochs", "1", "--val-size", "32", "--image-size", "16"],
+                   check=True, env=env, capture_output=True)
+    subprocess.run(cli + ["head", *common, "--out", str(tmp_path / "single"), "--batch-size", "32"],
+                   check=True, env=env, capture_output=True)
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node", "2", "-m", "gatta.training.cli", "head", *common,
+                          "--out", str(tmp_path / "ddp"), "--batch-size", "16"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    single = torch.load(tmp_path / "single" / "last.pt", weights_only=True)["state_dict"]
+    multi = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)["state_dict"]
+    diffs = {k: (single[k] - multi[k]).abs().max().item() for k in single if k.startswith("head.")}
+    assert max(diffs.values()) < 1e-4, diffs
+    moved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["state_dict"]
+    assert not torch.equal(single["head.alpha"], torch.full_like(single["head.alpha"], 0.1))
+    assert all(torch.equal(moved[k], multi[k]) for k in moved if k.startswith("backbone."))
