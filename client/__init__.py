@@ -1,0 +1,13 @@
+"""Talk to a Triton server hosting a gattanet model. Needs no torch.
+
+    from gatta.client import GattaClient
+    with GattaClient("localhost:8000") as client:
+        for r in client.classify(["cat.jpg", "ship.png"]):
+            print(r.source, r.label, r.prob)
+"""
+
+from .client import ClientError, GattaClient
+from .images import ImageError, load_image
+from .results import Classification, ModelInfo
+
+__all__ = ["GattaClient", "ClientError", "Classification", "ModelInfo", "ImageError", "load_image"]

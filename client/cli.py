@@ -1,0 +1,194 @@
+"""``gatta-client``: classify images, check health, show the model, benchmark a server."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from gatta.lesion import LesionError
+
+from .client import ClientError, GattaClient
+from .images import expand_paths
+
+
+def _url(url: str | None, protocol: str) -> str:
+    return url or ("localhost:8001" if protocol == "grpc" else "localhost:8000")
+
+
+def connection_options(fn):
+    for opt in reversed([
+        click.option("--url", default=None, help="Server host:port [localhost:8000 http, localhost:8001 grpc]."),
+        click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True),
+        click.option("--model", default="gatta", show_default=True, help="Model name on the server."),
+        click.option("--timeout", default=60.0, show_default=True, help="Seconds per request."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def connect(url, protocol, model, timeout, **kw) -> GattaClient:
+    try:
+        return GattaClient(_url(url, protocol), protocol, model, timeout=timeout, **kw)
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Client for gattanet models served by NVIDIA Triton (start one with `gatta-serve`)."""
+
+
+def _done_paths(output: Path) -> set[str]:
+    """Paths already classified in a JSONL file; a line cut short by a crash is ignored."""
+    done = set()
+    if output.exists():
+        for line in output.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "error" not in record:
+                done.add(record["path"])
+    return done
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@connection_options
+@click.option("--top-k", default=5, show_default=True)
+@click.option("--lesion", default=None, help="Switch attention off per layer, paper notation, e.g. c.cdd.")
+@click.option("--prior", default=None, help="Top-down attention: bias the global query towards this class.")
+@click.option("--prior-strength", default=1.0, show_default=True)
+@click.option("--maps", "maps_dir", type=click.Path(path_type=Path), default=None,
+              help="Write one Figure-3-style PNG per image (image + gatta map per layer) here.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image per line on stdout.")
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="Append JSONL results to this file.")
+@click.option("--resume", is_flag=True, help="Skip images already classified in --output.")
+@click.option("--concurrency", default=4, show_default=True, help="Requests in flight.")
+@click.option("--batch-size", default=8, show_default=True, help="Images per request.")
+def classify(inputs, url, protocol, model, timeout, top_k, lesion, prior, prior_strength, maps_dir, as_json,
+             output, resume, concurrency, batch_size):
+    """Classify image files or directories (walked recursively).
+
+    \b
+    Examples:
+      gatta-client classify cat.jpg
+      gatta-client classify photos/ --output results.jsonl --resume --maps maps/
+      gatta-client classify ship.jpg --lesion c.cdd --json
+    """
+    from tqdm.auto import tqdm
+
+    if resume and output is None:
+        raise click.UsageError("--resume needs --output")
+    paths = expand_paths(inputs)
+    if resume:
+        done = _done_paths(output)
+        skipped = [p for p in paths if str(p) in done]
+        paths = [p for p in paths if str(p) not in done]
+        if skipped:
+            click.echo(f"resuming: {len(skipped)} already in {output}, {len(paths)} to go", err=True)
+    client = connect(url, protocol, model, timeout, prior_strength=prior_strength)
+    want_maps = maps_dir is not None
+    sink = open(output, "a") if output else None
+    failures = ok = 0
+    show_bar = len(paths) > 1 and (sink is not None or not as_json) and not as_json
+    try:
+        results = client.classify_many(paths, concurrency=concurrency, batch_size=batch_size, top_k=top_k,
+                                       lesion=lesion, maps=want_maps, prior=prior)
+        if not as_json and not sink:
+            click.echo(f"{'image':<40} {'label':<14} {'prob':>6}  top-3")
+        for result, path in zip(tqdm(results, total=len(paths), disable=not show_bar or sink is None,
+                                     desc="classifying", unit="img"), paths):
+            record = result.to_json()
+            if sink:
+                sink.write(json.dumps(record) + "\n")
+                sink.flush()
+            if as_json:
+                click.echo(json.dumps(record))
+            elif result.ok and not sink:
+                top3 = ", ".join(f"{l} {p:.2f}" for l, p in result.top_k[:3])
+                click.echo(f"{result.source[-40:]:<40} {result.label:<14} {result.prob:>6.3f}  {top3}")
+            if not result.ok:
+                failures += 1
+                click.echo(f"{result.source}: {result.error}", err=True)
+                continue
+            ok += 1
+            if want_maps:
+                from .maps import maps_figure
+
+                maps_figure(result, client.info, path, maps_dir / f"{Path(result.source).stem}.png")
+    except (ClientError, LesionError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        if sink:
+            sink.close()
+        client.close()
+    if failures:
+        click.echo(f"{ok} classified, {failures} failed", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@connection_options
+def health(url, protocol, model, timeout):
+    """Server liveness/readiness and whether the model is ready."""
+    client = connect(url, protocol, model, timeout, retries=0)
+    try:
+        state = client.health()
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(" ".join(f"{k}={'yes' if v else 'no'}" for k, v in state.items()))
+    sys.exit(0 if all(state.values()) else 1)
+
+
+@main.command()
+@connection_options
+@click.option("--json", "as_json", is_flag=True)
+def info(url, protocol, model, timeout, as_json):
+    """The served model: flavour, input, classes, attached layers and outputs."""
+    client = connect(url, protocol, model, timeout)
+    i = client.info
+    if as_json:
+        click.echo(json.dumps({"name": i.name, "flavour": i.flavour, "image_size": i.image_size, "d": i.d,
+                               "labels": i.labels, "layers": [vars(l) for l in i.layers],
+                               "max_batch_size": i.max_batch_size, "inputs": i.inputs, "outputs": i.outputs}))
+        return
+    click.echo(f"model       {i.name} ({i.flavour} flavour{', baseline' if i.baseline else ''})")
+    click.echo(f"input       image 3x{i.image_size}x{i.image_size} FP32 in [0,1], max batch {i.max_batch_size}")
+    click.echo(f"classes     {len(i.labels)}: {', '.join(i.labels[:10])}{' ...' if len(i.labels) > 10 else ''}")
+    click.echo(f"attention   d={i.d}, lesion pattern {''.join('c' if k == 'conv' else 'd' for k in i.kinds)}")
+    for layer in i.layers:
+        click.echo(f"  {layer.name:<10} {layer.kind:<6} gatta map {'x'.join(map(str, layer.shape))}")
+    click.echo(f"outputs     {', '.join(i.outputs)}")
+
+
+@main.command()
+@connection_options
+@click.option("--concurrency", default=8, show_default=True, help="Parallel request loops.")
+@click.option("--batch-size", default=1, show_default=True, help="Images per request.")
+@click.option("--requests", "n_requests", default=200, show_default=True, help="Requests in all.")
+@click.option("--maps/--no-maps", default=True, show_default=True, help="Fetch gatta maps too.")
+@click.option("--json", "as_json", is_flag=True)
+def bench(url, protocol, model, timeout, concurrency, batch_size, n_requests, maps, as_json):
+    """Throughput and latency percentiles at a given concurrency and batch size."""
+    from .bench import run_bench
+
+    try:
+        report = run_bench(_url(url, protocol), protocol, model, concurrency, batch_size, n_requests, maps, timeout)
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"{report['requests']} requests x {batch_size} images, concurrency {concurrency}, {protocol}: "
+               f"{report['images_per_s']:.1f} img/s, {report['requests_per_s']:.1f} req/s, "
+               f"p50 {report['p50_ms']:.2f} ms, p90 {report['p90_ms']:.2f} ms, p99 {report['p99_ms']:.2f} ms, "
+               f"{report['failures']} failures")
+
+
+if __name__ == "__main__":
+    main()

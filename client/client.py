@@ -1,0 +1,264 @@
+"""GattaClient: classify images on a Triton server hosting a gattanet model (HTTP or gRPC).
+
+    >>> client = GattaClient("localhost:8000")          # reads labels, layers, sizes
+    >>> result = client.classify(["cat.jpg"], lesion="c.cdd")[0]
+    >>> result.label, result.prob, result.gatta["conv1"].shape
+
+Works for any exported backbone: everything model-specific comes from the server.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from gatta.lesion import format_lesion, parse_lesion
+
+from . import metrics
+from .images import ImageError, ImageLike, describe, load_image
+from .results import Classification, LayerInfo, ModelInfo
+
+
+class ClientError(RuntimeError):
+    """A failure the caller should see as one line (server down, unknown model...)."""
+
+
+def _protocol_module(protocol: str):
+    if protocol == "http":
+        import tritonclient.http as module
+    elif protocol == "grpc":
+        import tritonclient.grpc as module
+    else:
+        raise ClientError(f"unknown protocol {protocol!r}; use http or grpc")
+    return module
+
+
+def _is_unavailable(exc: Exception) -> bool:
+    """Connection-level failures and UNAVAILABLE: worth retrying."""
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+        return True
+    text = f"{getattr(exc, 'status', lambda: '')()} {exc}"
+    return any(s in text for s in ("UNAVAILABLE", "Connection refused", "connection refused",
+                                   "failed to connect", "Socket closed", "Broken pipe"))
+
+
+class GattaClient:
+    def __init__(self, url: str = "localhost:8000", protocol: str = "http", model: str = "gatta",
+                 timeout: float = 60.0, retries: int = 3, backoff: float = 0.2, prior_strength: float = 1.0):
+        self.url, self.protocol, self.model = url.removeprefix("http://"), protocol, model
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.prior_strength = prior_strength
+        self._module = _protocol_module(protocol)
+        self._local = threading.local()
+        self.info = self._read_model_info()
+
+    # -- transport ------------------------------------------------------------------------
+    @property
+    def _client(self):
+        """One tritonclient per thread: the HTTP client is not safe to share across threads."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            kwargs = {"network_timeout": self.timeout, "connection_timeout": self.timeout} if self.protocol == "http" else {}
+            client = self._module.InferenceServerClient(self.url, **kwargs)
+            self._local.client = client
+        return client
+
+    def close(self) -> None:
+        client = getattr(self._local, "client", None)
+        if client is not None:
+            client.close()
+            self._local.client = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _call(self, what: str, method: str, *args, **kwargs):
+        """Call a tritonclient method, retrying connection errors and UNAVAILABLE with
+        exponential backoff (each try on a fresh connection)."""
+        start, attempt = time.monotonic(), 0
+        while True:
+            try:
+                return getattr(self._client, method)(*args, **kwargs)
+            except Exception as exc:  # tritonclient raises several unrelated types
+                if not _is_unavailable(exc):
+                    raise
+                attempt += 1
+                if attempt > self.retries:
+                    metrics.ERRORS.labels(kind="unavailable").inc()
+                    raise ClientError(
+                        f"cannot reach Triton at {self.url} ({self.protocol}) for {what}: "
+                        f"{str(exc).splitlines()[0][:120]}; tried {attempt} times over "
+                        f"{time.monotonic() - start:.1f} s. Is gatta-serve running?") from None
+                self.close()  # reconnect on the next try
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+
+    # -- model description -----------------------------------------------------------------
+    def server_models(self) -> list[str]:
+        """Names of the models the server has (from its statistics, which stay unrestricted)."""
+        stats = self._call("statistics", "get_inference_statistics",
+                           **({"as_json": True} if self.protocol == "grpc" else {}))
+        return sorted({m["name"] for m in stats.get("model_stats", [])})
+
+    def _read_model_info(self) -> ModelInfo:
+        from tritonclient.utils import InferenceServerException
+
+        kwargs = {"as_json": True} if self.protocol == "grpc" else {}
+        try:
+            config = self._call("model config", "get_model_config", self.model, **kwargs)
+        except InferenceServerException as exc:
+            if "not found" in str(exc) or "unknown model" in str(exc) or "no version" in str(exc):
+                raise ClientError(f"model '{self.model}' is not on the server at {self.url}; "
+                                  f"it has: {', '.join(self.server_models()) or 'no models'}") from None
+            raise ClientError(f"cannot read model '{self.model}': {str(exc).splitlines()[0]}") from None
+        config = config.get("config", config)
+        params = config.get("parameters", {})
+        if "gatta" not in params:
+            raise ClientError(f"model '{self.model}' at {self.url} is not a gattanet export (no 'gatta' parameters)")
+        meta = json.loads(params["gatta"]["string_value"])
+        keys = np.asarray(meta.get("class_keys") or [], np.float32)
+        return ModelInfo(
+            name=self.model, flavour=meta["flavour"], image_size=int(meta["image_size"]), d=int(meta["d"]),
+            labels=meta["labels"], layers=[LayerInfo(**l) for l in meta["layers"]],
+            max_batch_size=int(config.get("max_batch_size", 0)) or 1,
+            inputs=[i["name"] for i in config["input"]], outputs=[o["name"] for o in config["output"]],
+            class_keys=keys if keys.size else None, baseline=bool(meta.get("baseline")))
+
+    # -- request building -------------------------------------------------------------------
+    def lesion_mask(self, lesion: str | Sequence[float] | None) -> np.ndarray:
+        n = len(self.info.layers)
+        if lesion is None:
+            return np.ones(n, np.float32)
+        mask = parse_lesion(lesion, self.info.kinds) if isinstance(lesion, str) else list(lesion)
+        if len(mask) != n:
+            raise ClientError(f"lesion mask has {len(mask)} entries; model has {n} attached layers")
+        return np.asarray(mask, np.float32)
+
+    def query_bias(self, prior: str | int | None) -> np.ndarray:
+        """Top-down attention towards a class: add strength * K_c / |K_c|^2 to q_avg, which
+        raises that class's agreement (k_c . q_avg) by ``prior_strength`` per unit logit."""
+        bias = np.zeros(self.info.d, np.float32)
+        if prior is None:
+            return bias
+        labels = self.info.labels
+        if isinstance(prior, str) and not prior.isdigit():
+            if prior not in labels:
+                raise ClientError(f"unknown class {prior!r} for --prior; classes: {', '.join(labels[:20])}")
+            index = labels.index(prior)
+        else:
+            index = int(prior)
+            if not 0 <= index < len(labels):
+                raise ClientError(f"class index {index} out of range 0..{len(labels) - 1}")
+        if self.info.class_keys is None:
+            raise ClientError("this model exports no class key directions (baseline export?)")
+        key = self.info.class_keys[index]
+        return (self.prior_strength * key / max(float(key @ key), 1e-12)).astype(np.float32)
+
+    def _infer(self, images: np.ndarray, mask: np.ndarray, bias: np.ndarray, maps: bool) -> dict[str, np.ndarray]:
+        m = self._module
+        batch = images.shape[0]
+        feeds = {"image": images}
+        if not self.info.baseline:
+            feeds["lesion_mask"] = np.repeat(mask[None], batch, 0)
+            feeds["query_bias"] = np.repeat(bias[None], batch, 0)
+        inputs = []
+        for name, arr in feeds.items():
+            tensor = m.InferInput(name, list(arr.shape), "FP32")
+            tensor.set_data_from_numpy(np.ascontiguousarray(arr))
+            inputs.append(tensor)
+        wanted = [n for n in self.info.outputs if maps or not n.startswith(("gatta_", "q_avg"))]
+        outputs = [m.InferRequestedOutput(n) for n in wanted]
+        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        start = time.perf_counter()
+        result = self._call("inference", "infer", self.model, inputs, outputs=outputs, **kwargs)
+        metrics.REQUEST_SECONDS.labels(protocol=self.protocol).observe(time.perf_counter() - start)
+        return {n: result.as_numpy(n) for n in wanted}
+
+    # -- public API ---------------------------------------------------------------------------
+    def classify(self, images: Sequence[ImageLike] | ImageLike, top_k: int = 5, lesion=None, maps: bool = True,
+                 prior: str | int | None = None, sources: Sequence[str] | None = None) -> list[Classification]:
+        """Classify images (paths, bytes, PIL images or arrays), batched to the server's
+        max batch size. A bad image gets a result with ``error`` set; the others go on."""
+        from tritonclient.utils import InferenceServerException
+
+        if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+            images = [images]
+        mask, bias = self.lesion_mask(lesion), self.query_bias(prior)
+        lesion_text = format_lesion(mask, self.info.kinds) if lesion is not None else None
+        results: list[Classification] = []
+        loaded: list[tuple[int, np.ndarray]] = []
+        for i, item in enumerate(images):
+            name = sources[i] if sources else describe(item)
+            results.append(Classification(source=name, lesion=lesion_text, prior=str(prior) if prior is not None else None))
+            try:
+                loaded.append((i, load_image(item, self.info.image_size)))
+            except ImageError as exc:
+                results[i].error = str(exc)
+                metrics.ERRORS.labels(kind="image").inc()
+        step = self.info.max_batch_size
+        for start in range(0, len(loaded), step):
+            chunk = loaded[start:start + step]
+            try:
+                out = self._infer(np.stack([a for _, a in chunk]), mask, bias, maps)
+            except InferenceServerException as exc:  # refused by the server: this chunk only
+                metrics.ERRORS.labels(kind="server").inc()
+                for i, _ in chunk:
+                    results[i].error = f"server refused: {str(exc).splitlines()[0]}"
+                continue
+            for row, (i, _) in enumerate(chunk):
+                self._fill(results[i], out, row, top_k, maps)
+        return results
+
+    def _fill(self, res: Classification, out: dict, row: int, top_k: int, maps: bool) -> None:
+        probs = out["probs"][row]
+        order = np.argsort(-probs)[:top_k]
+        labels = self.info.labels
+        res.index = int(order[0])
+        res.label, res.prob = labels[res.index], float(probs[res.index])
+        res.top_k = [(labels[j], float(probs[j])) for j in order]
+        metrics.PREDICTIONS.labels(label=res.label).inc()
+        if maps and "q_avg" in out:
+            res.q_avg = out["q_avg"][row]
+            res.gatta = {l.name: out[f"gatta_{l.name}"][row] for l in self.info.layers}
+
+    def classify_many(self, items: Iterable[ImageLike], concurrency: int = 4, batch_size: int | None = None,
+                      **kwargs) -> Iterator[Classification]:
+        """Stream results in input order with at most ``concurrency`` requests in flight."""
+        batch_size = batch_size or min(8, self.info.max_batch_size)
+        iterator = iter(items)
+
+        def chunks():
+            while True:
+                chunk = [x for _, x in zip(range(batch_size), iterator)]
+                if not chunk:
+                    return
+                yield chunk
+
+        def work(chunk):
+            sources = [describe(x) for x in chunk]
+            try:
+                return self.classify(chunk, sources=sources, **kwargs)
+            except ClientError as exc:  # one failed request must not end the stream
+                metrics.ERRORS.labels(kind="request").inc()
+                return [Classification(source=s, error=str(exc)) for s in sources]
+
+        with ThreadPoolExecutor(max(1, concurrency)) as pool:
+            pending = []
+            for chunk in chunks():
+                pending.append(pool.submit(work, chunk))
+                while len(pending) >= concurrency:
+                    yield from pending.pop(0).result()
+            for future in pending:
+                yield from future.result()
+
+    def health(self) -> dict:
+        return {"live": self._call("health", "is_server_live"),
+                "ready": self._call("health", "is_server_ready"),
+                "model_ready": self._call("health", "is_model_ready", self.model)}

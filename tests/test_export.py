@@ -1,0 +1,182 @@
+"""gatta-export: parity with PyTorch, the optional mask, the baseline, the repository files."""
+
+import collections
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from gatta.export.cli import main as export_cli
+from gatta.export.exporter import ExportOptions, export_checkpoint
+from gatta.export.verify import ExportError, compare, ort_session, torch_outputs
+from gatta.training.checkpoint import load_checkpoint
+
+from helpers import make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    ckpt = make_checkpoint(root / "m.pt", num_classes=4, d=8, image_size=16, alpha=0.8)
+    report = export_checkpoint(ckpt, ExportOptions(out=root / "repo", flavour="both", max_batch=8))
+    base = export_checkpoint(ckpt, ExportOptions(out=root / "base", name="base", baseline=True, flavour="python"))
+    return root, ckpt, report, base
+
+
+def test_report_figures_within_tolerance(exported):
+    _, _, report, _ = exported
+    worst = report.verification["worst"]
+    assert set(worst) == {"logits", "probs", "q_avg", "gatta_conv1", "gatta_conv2", "gatta_conv3",
+                          "gatta_dense1", "gatta_logits"}
+    assert worst["logits"] <= 1e-5 and max(v for k, v in worst.items() if k != "logits") <= 1e-4
+
+
+def test_onnx_runtime_matches_pytorch_with_per_image_masks(exported):
+    root, ckpt, _, _ = exported
+    model, _ = load_checkpoint(ckpt)
+    session = ort_session(root / "repo" / "python" / "gatta" / "1" / "model.onnx")
+    rng = np.random.default_rng(5)
+    x = rng.random((5, 3, 16, 16), dtype=np.float32)
+    masks = rng.integers(0, 2, (5, 5)).astype(np.float32)
+    names = [o.name for o in session.get_outputs()]
+    for feeds in ({"image": x}, {"image": x, "lesion_mask": masks},
+                  {"image": x, "lesion_mask": masks, "query_bias": rng.normal(size=(5, 8)).astype(np.float32)}):
+        ref = torch_outputs(model, _sig(model), feeds)
+        got = dict(zip(names, session.run(names, feeds)))
+        figures = compare(ref, got, {"abs": 1e-4, "logits_rel": 1e-5})
+        assert max(figures.values()) < 1e-4
+    # leaving the mask out is the full model; an all-ones mask is identical
+    full = session.run(["logits"], {"image": x})[0]
+    ones = session.run(["logits"], {"image": x, "lesion_mask": np.ones((5, 5), np.float32)})[0]
+    assert np.array_equal(full, ones)
+
+
+def _sig(model):
+    from gatta.export.signature import signature_for
+
+    return signature_for(model)
+
+
+def test_zero_mask_reproduces_baseline_export(exported):
+    root, _, _, _ = exported
+    gatta = ort_session(root / "repo" / "python" / "gatta" / "1" / "model.onnx")
+    base = ort_session(root / "base" / "base" / "1" / "model.onnx")
+    x = np.random.default_rng(1).random((4, 3, 16, 16), dtype=np.float32)
+    lesioned = gatta.run(["logits"], {"image": x, "lesion_mask": np.zeros((4, 5), np.float32)})[0]
+    baseline = base.run(["logits"], {"image": x})[0]
+    assert np.abs(lesioned - baseline).max() <= 1e-5
+    assert [o.name for o in base.get_outputs()] == ["logits", "probs"]
+    assert np.abs(gatta.run(["logits"], {"image": x})[0] - baseline).max() > 1e-3
+
+
+def test_graph_runs_the_shared_prefix_once_and_uses_no_einsum(exported):
+    root, _, _, _ = exported
+    graph = onnx.load(str(root / "repo" / "python" / "gatta" / "1" / "model.onnx"))
+    ops = collections.Counter(n.op_type for n in graph.graph.node)
+    assert ops["Conv"] == 5  # conv1 once, conv2 and conv3 in both passes
+    assert ops["Einsum"] == 0
+    assert [i.name for i in graph.graph.input] == ["image", "lesion_mask", "query_bias"]
+    defaults = {i.name: onnx.numpy_helper.to_array(i) for i in graph.graph.initializer
+                if i.name in ("lesion_mask", "query_bias")}
+    assert defaults["lesion_mask"].tolist() == [[1.0] * 5] and defaults["query_bias"].shape == (1, 8)
+
+
+def test_optimisation_levels_agree(exported):
+    root, _, _, _ = exported
+    path = root / "repo" / "python" / "gatta" / "1" / "model.onnx"
+    x = np.random.default_rng(2).random((3, 3, 16, 16), dtype=np.float32)
+    a = ort_session(path, "all").run(None, {"image": x})
+    b = ort_session(path, "disable").run(None, {"image": x})
+    assert max(float(np.abs(u - v).max()) for u, v in zip(a, b)) <= 1e-5
+
+
+def _parse(path):
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_repository_layout_and_configs_parse(exported):
+    root, _, _, _ = exported
+    for flavour in ("onnxruntime", "python"):
+        repo = root / "repo" / flavour
+        files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file())
+        expected = ["gatta/1/model.onnx", "gatta/config.pbtxt", "gatta/labels.txt",
+                    "gatta_encoded/config.pbtxt", "gatta_preprocess/1/model.py", "gatta_preprocess/config.pbtxt"]
+        if flavour == "python":
+            expected.insert(1, "gatta/1/model.py")
+        assert files == sorted(expected)
+        assert (repo / "gatta_encoded" / "1").is_dir()
+    native = _parse(root / "repo" / "onnxruntime" / "gatta" / "config.pbtxt")
+    python = _parse(root / "repo" / "python" / "gatta" / "config.pbtxt")
+    assert native.platform == "onnxruntime_onnx" and python.backend == "python"
+    assert native.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert python.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert native.max_batch_size == python.max_batch_size == 8
+    io = lambda cfg: [(t.name, t.data_type, list(t.dims)) for t in (*cfg.input, *cfg.output)]
+    assert io(native) == io(python)
+    assert [(t.name, t.optional) for t in native.input] == [("image", False), ("lesion_mask", False), ("query_bias", False)]
+    assert [(t.name, t.optional) for t in python.input] == [("image", False), ("lesion_mask", True), ("query_bias", True)]
+    assert [list(t.dims) for t in python.output][3:] == [[16, 16], [8, 8], [4, 4], [256], [4]]
+    assert native.model_warmup and native.dynamic_batching is not None
+    ensemble = _parse(root / "repo" / "python" / "gatta_encoded" / "config.pbtxt")
+    assert ensemble.platform == "ensemble" and [s.model_name for s in ensemble.ensemble_scheduling.step] == ["gatta_preprocess", "gatta"]
+    assert [o.name for o in ensemble.output] == [o.name for o in python.output]
+    pre = _parse(root / "repo" / "python" / "gatta_preprocess" / "config.pbtxt")
+    assert pre.input[0].data_type == model_config_pb2.TYPE_STRING
+    assert (root / "repo" / "python" / "gatta" / "labels.txt").read_text().split() == [f"class_{i}" for i in range(4)]
+
+
+def test_python_backend_model_is_self_contained(exported):
+    root, _, _, _ = exported
+    for path in (root / "repo" / "python").rglob("model.py"):
+        imports = [l.split()[1] for l in path.read_text().splitlines() if l.startswith(("import ", "from "))]
+        assert not [m for m in imports if m.startswith(("gatta", "torch"))], path
+
+
+def test_fp16_export_within_documented_tolerance(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "m.pt", num_classes=4, d=8, image_size=16)
+    report = export_checkpoint(ckpt, ExportOptions(out=tmp_path / "repo", fp16=True, flavour="python", encoded=False))
+    assert report.verification["tolerance"]["abs"] == 1e-2
+    assert report.verification["worst"]["probs"] <= 1e-2
+
+
+def test_verification_failure_reports_figures():
+    ref = {"logits": np.ones((2, 3), np.float32), "probs": np.zeros((2, 3), np.float32)}
+    bad = {"logits": np.ones((2, 3), np.float32) * 1.1, "probs": np.full((2, 3), 0.5, np.float32)}
+    with pytest.raises(ExportError, match=r"logits 1\.00e-01 > 1e-05, probs 5\.00e-01 > 1e-04"):
+        compare(ref, bad, {"abs": 1e-4, "logits_rel": 1e-5})
+
+
+def _cli(*args):
+    return CliRunner().invoke(export_cli, [str(a) for a in args])
+
+
+def test_cli_bad_input_leaves_nothing_behind(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "m.pt", num_classes=4, d=8, image_size=16)
+    out = tmp_path / "repo"
+    r = _cli("--ckpt", tmp_path / "missing.pt", "--out", out)
+    assert r.exit_code == 1 and "does not exist" in r.output and len(r.output.strip().splitlines()) == 1
+    (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04broken")
+    r = _cli("--ckpt", tmp_path / "corrupt.pt", "--out", out)
+    assert r.exit_code == 1 and "not a readable checkpoint" in r.output
+    r = _cli("--ckpt", ckpt, "--out", out, "--opset", "9")
+    assert r.exit_code == 1 and "opset 9 is not supported" in r.output
+    (tmp_path / "afile").write_text("x")
+    r = _cli("--ckpt", ckpt, "--out", tmp_path / "afile" / "sub")
+    assert r.exit_code == 1 and "cannot create output folder" in r.output
+    r = _cli("--ckpt", ckpt, "--out", out, "--flavor", "python", "--no-encoded")
+    assert r.exit_code == 0, r.output
+    assert "max rel diff" in r.output and "model.onnx" in r.output
+    before = sorted(os.listdir(out / "gatta"))
+    r = _cli("--ckpt", ckpt, "--out", out, "--flavor", "python")
+    assert r.exit_code == 1 and "already exists" in r.output and "--force" in r.output
+    r = _cli("--ckpt", ckpt, "--out", out, "--flavor", "python", "--version", "2", "--no-encoded")
+    assert r.exit_code == 0 and sorted(os.listdir(out / "gatta")) == sorted(before + ["2"])
+    r = _cli("--ckpt", ckpt, "--out", out, "--flavor", "python", "--force", "--no-encoded")
+    assert r.exit_code == 0
+    assert not [p for p in os.listdir(out) if p.startswith(".gatta-export")]
+    assert not list(out.rglob("*.onnx.data"))
