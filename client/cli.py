@@ -56,6 +56,20 @@ def _done_paths(output: Path) -> set[str]:
     return done
 
 
+def open_results(output: Path):
+    """Append to a JSONL file; a last line cut short by a crash is closed first so the next
+    record starts on its own line."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.exists() and output.stat().st_size:
+        with open(output, "rb") as fh:
+            fh.seek(-1, 2)
+            cut = fh.read(1) != b"\n"
+        if cut:
+            with open(output, "a") as fh:
+                fh.write("\n")
+    return open(output, "a")
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @connection_options
@@ -93,7 +107,7 @@ def classify(inputs, url, protocol, model, timeout, top_k, lesion, prior, prior_
             click.echo(f"resuming: {len(skipped)} already in {output}, {len(paths)} to go", err=True)
     client = connect(url, protocol, model, timeout, prior_strength=prior_strength)
     want_maps = maps_dir is not None
-    sink = open(output, "a") if output else None
+    sink = open_results(output) if output else None
     failures = ok = 0
     show_bar = len(paths) > 1 and (sink is not None or not as_json) and not as_json
     try:
