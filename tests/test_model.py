@@ -177,3 +177,29 @@ def test_query_bias_shifts_q_avg():
         plain = model(image, return_maps=True)
         biased = model(image, query_bias=bias, return_maps=True)
     torch.testing.assert_close(biased.q_avg, plain.q_avg + bias)
+
+
+def test_fast_dropout_keeps_three_quarters_and_rescales():
+    from gatta.training.head import fast_dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    y = fast_dropout(x, 0.25, training=True)
+    kept = (y > 0).float().mean().item()
+    assert abs(kept - 0.75) < 0.005 and torch.allclose(y[y > 0], torch.tensor(4 / 3))
+    assert torch.equal(fast_dropout(x, 0.25, training=False), x)
+
+
+def test_channels_last_gives_the_same_outputs():
+    model = tiny_model()
+    image = torch.rand(3, 3, 8, 8)
+    with torch.no_grad():
+        ref = model(image, return_maps=True)
+        model.to(memory_format=torch.channels_last)
+        got = model(image.contiguous(memory_format=torch.channels_last), return_maps=True)
+        model.head.materialize = True
+        maps = model(image.contiguous(memory_format=torch.channels_last), return_maps=True)
+    for out in (got, maps):
+        torch.testing.assert_close(out.logits, ref.logits, atol=1e-5, rtol=1e-5)
+        for k in ref.gatta:
+            torch.testing.assert_close(out.gatta[k], ref.gatta[k], atol=1e-5, rtol=1e-5)

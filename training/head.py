@@ -22,6 +22,17 @@ from torch import nn
 from .backbones import Tap
 
 
+def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout with 8-bit random numbers: 3-5x cheaper on CPU than ``bernoulli_`` for the
+    large key/query maps (it dominated head training). The drop probability is rounded to
+    a multiple of 1/256; 0.25 is exact."""
+    if not training or p <= 0:
+        return x
+    threshold = round(p * 256)
+    keep = torch.randint(0, 256, x.shape, dtype=torch.uint8, device=x.device) >= threshold
+    return x * keep / (1 - threshold / 256)
+
+
 class AttentionHead(nn.Module):
     def __init__(
         self,
@@ -51,8 +62,8 @@ class AttentionHead(nn.Module):
     @staticmethod
     def _project_map(x: torch.Tensor, linear: nn.Linear, kind: str) -> torch.Tensor:
         """Eq. 1/2: [B, N, d] keys or queries, N = positions (conv) or units (dense)."""
-        if kind == "conv":
-            return linear(x.flatten(2).transpose(1, 2))
+        if kind == "conv":  # [B, C, H, W] -> [B, HW, C]: a view for channels-last maps
+            return linear(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1]))
         return x.unsqueeze(-1) * linear.weight.t() + linear.bias
 
     def _norm(self, z: torch.Tensor, norms: nn.ModuleList | None, i: int) -> torch.Tensor:
@@ -74,7 +85,7 @@ class AttentionHead(nn.Module):
             lin = self.queries[i]
             if self._use_maps():
                 q = self._project_map(x, lin, tap.kind)
-                q = self.dropout(self._norm(q, getattr(self, "query_norms", None), i))
+                q = fast_dropout(self._norm(q, getattr(self, "query_norms", None), i), self.dropout.p, self.training)
                 per_layer.append(q.mean(1))
                 continue
             if tap.kind == "conv":
@@ -94,7 +105,7 @@ class AttentionHead(nn.Module):
             lin = self.keys[i]
             if self._use_maps():
                 k = self._project_map(x, lin, tap.kind)
-                k = self.dropout(self._norm(k, getattr(self, "key_norms", None), i))
+                k = fast_dropout(self._norm(k, getattr(self, "key_norms", None), i), self.dropout.p, self.training)
                 g = (k @ q_avg.unsqueeze(-1)).squeeze(-1).reshape(x.shape[0], *tap.map_shape)
             else:
                 q, bias = q_avg, lin.bias
@@ -105,7 +116,11 @@ class AttentionHead(nn.Module):
                     bias = bias - bn.running_mean
                 v = q @ lin.weight  # [B, C]: K_i q_avg
                 offset = (q @ bias.unsqueeze(-1))  # [B, 1]: b_i . q_avg
-                if tap.kind == "conv":
+                if tap.kind == "conv" and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1:
+                    b, c, h, w = x.shape
+                    g = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), v.unsqueeze(-1)).reshape(b, h, w)
+                    g = g + offset.unsqueeze(-1)
+                elif tap.kind == "conv":
                     b, c, h, w = x.shape
                     g = torch.bmm(v.unsqueeze(1), x.reshape(b, c, h * w)).reshape(b, h, w)
                     g = g + offset.unsqueeze(-1)

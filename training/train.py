@@ -39,6 +39,7 @@ class FitOptions:
     device: str = "cpu"
     resume: bool = False
     progress: bool | None = None  # None: bars only on a terminal
+    channels_last: bool = True  # oneDNN's fast layout for convolutions and pooling on CPU
     extra_meta: dict = field(default_factory=dict)
 
 
@@ -121,6 +122,7 @@ def _validate(model: GattaNet, data: ImageSet, val_idx: torch.Tensor, opts: FitO
     loss_sum = correct = base_correct = 0.0
     with torch.no_grad():
         for x, y in batches(data, shard, 512, device=opts.device):
+            x = x.contiguous(memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format)
             if opts.stage == "backbone":
                 logits = base = model.forward_backbone(x)
             else:
@@ -149,6 +151,8 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opts.seed)
     model.to(opts.device)
+    layout = torch.channels_last if opts.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
     params = trainable_parameters(model, opts.stage)
     optimizer = torch.optim.Adam(params, lr=opts.lr)
     start_epoch, best, stale = 1, {"val_acc": -1.0}, 0
@@ -179,7 +183,7 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
                    desc=f"{opts.stage} epoch {epoch}", leave=False,
                    disable=(rank != 0) or (opts.progress is False) or (None if opts.progress is None else False))
         for x, y in bar:
-            logits = objective(x)
+            logits = objective(x.contiguous(memory_format=layout))
             loss = F.cross_entropy(logits, y)
             total = loss + opts.l2 * _l2_penalty(model, opts.stage) if opts.l2 else loss
             optimizer.zero_grad(set_to_none=True)
@@ -212,6 +216,7 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
             save_checkpoint(out / "last.pt", model, meta, optimizer.state_dict())
     if log:
         log.close()
+    model.to(memory_format=torch.contiguous_format)
     if world > 1:
         dist.barrier()
     if (out / "best.pt").exists():  # hand back the best weights, not the last
