@@ -175,6 +175,7 @@ def server_command(binary: ServerBinary, repository: Path, host: str, http_port:
            f"--http-restricted-api={RESTRICTED_APIS}:admin-key={admin_key}",
            f"--grpc-restricted-protocol={RESTRICTED_APIS}:admin-key={admin_key}",
            "--allow-metrics=true", "--allow-gpu-metrics=true", "--metrics-interval-ms=1000",
+           "--metrics-config=summary_latencies=true",  # p50/p90/p99 request latency
            "--exit-timeout-secs=30", "--log-verbose=0"]
     if binary.backend_dir is not None:
         cmd.append(f"--backend-directory={binary.backend_dir}")

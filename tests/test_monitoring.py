@@ -1,0 +1,102 @@
+"""Monitoring assets for real: Debian's prometheus scrapes the tritonserver fixture and every
+dashboard expression returns data; Dockerfile lint; Kubernetes manifests validate."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from gatta.serving.launcher import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "serving" / "monitoring" / "grafana" / "dashboards" / "gattanet.json"
+BIN = Path(sys.executable).parent
+
+
+def _query(port: int, expr: str) -> list:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    body = json.loads(urllib.request.urlopen(url, timeout=10).read())
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+@pytest.fixture(scope="module")
+def prometheus(triton, tmp_path_factory):
+    binary = shutil.which("prometheus")
+    assert binary, "Debian's prometheus is not installed (make test installs it: apt-get install prometheus)"
+    root = tmp_path_factory.mktemp("prom")
+    port = free_port()
+    (root / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s}\n"
+        f"scrape_configs:\n  - job_name: triton\n    static_configs:\n      - targets: ['127.0.0.1:{triton.metrics_port}']\n")
+    proc = subprocess.Popen([binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if _query(port, "up") and _query(port, "up")[0]["value"][1] == "1":
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_every_dashboard_expression_returns_data(triton, prometheus):
+    client = httpclient.InferenceServerClient(triton.http_url)
+    rng = np.random.default_rng(0)
+    for i in range(40):  # load over several scrapes: plain, lesioned, and refused requests
+        x = rng.random((1 + i % 4, 3, 16, 16), dtype=np.float32)
+        inputs = [httpclient.InferInput("image", list(x.shape), "FP32")]
+        inputs[0].set_data_from_numpy(x)
+        if i % 5 == 0:
+            mask = np.zeros((x.shape[0], 5), np.float32)
+            inputs.append(httpclient.InferInput("lesion_mask", list(mask.shape), "FP32"))
+            inputs[1].set_data_from_numpy(mask)
+        client.infer("gatta", inputs)
+        time.sleep(0.15)
+    client.close()
+    time.sleep(3)
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    assert len(panels) >= 12
+    empty = []
+    for panel in panels:
+        for target in panel["targets"]:
+            result = _query(prometheus, target["expr"].replace("$__rate_interval", "30s"))
+            if not result:
+                empty.append((panel["title"], target["expr"]))
+    gpu = {p["title"] for p in panels if "GPU" in p["description"]}
+    assert gpu == {"GPU utilisation", "GPU memory used"}
+    assert [title for title, _ in empty if title not in gpu] == [], empty
+    throughput = _query(prometheus, 'sum(increase(nv_inference_count{model="gatta"}[1m]))')
+    assert float(throughput[0]["value"][1]) > 0
+
+
+def test_dockerfile_lints_clean():
+    r = subprocess.run([str(BIN / "hadolint"), str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    text = (ROOT / "Dockerfile").read_text()
+    assert "nvcr.io/nvidia/tritonserver:24.10-py3" in text  # Triton 2.51, what the tests run
+    for needle in ("EXPOSE 8000 8001 8002", "HEALTHCHECK", "/v2/health/ready", "USER 1000", "--flavor onnxruntime"):
+        assert needle in text, needle
+
+
+def test_kubernetes_manifests_validate():
+    manifests = sorted((ROOT / "serving" / "k8s").glob("*.yaml"))
+    r = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", *map(str, manifests)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = "\n".join(p.read_text() for p in manifests)
+    for needle in ("autoscaling/v2", "/v2/health/live", "/v2/health/ready", "nvidia.com/gpu", "triton_queue_us_per_request"):
+        assert needle in text, needle
