@@ -204,6 +204,32 @@ def eval_cmd(ckpt, data, split, noise, lesions, batch_size, device, as_json, num
 
 
 @main.command()
+@click.option("--ckpt", type=click.Path(path_type=Path), required=True)
+@click.option("--data", required=True, help="Same dataset as training; the checkpoint's validation split is used.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("docs/results"), show_default=True)
+@click.option("--noise", "noise", type=float, multiple=True, help="Noise levels [0 .01 .02 .03 .04 .05 .1 .25].")
+@click.option("--no-umap", is_flag=True, help="Skip the UMAP figure (umap-learn).")
+@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@click.option("--num-workers", default=2, show_default=True)
+@friendly_errors
+def report(ckpt, data, out, noise, no_umap, device, num_workers):
+    """The paper's analyses on a checkpoint: accuracy gain with CI, noise, lesions, q_avg
+    space (UMAP), top-down bias. Writes results.json, report.md and PNG figures to OUT."""
+    from .report import NOISE_LEVELS, build_report
+
+    model, payload = load_checkpoint(ckpt, device)
+    dataset = load_data(data, model.config.image_size, num_workers)
+    if len(dataset.class_names) != model.config.num_classes:
+        raise click.ClickException(
+            f"dataset {data} has {len(dataset.class_names)} classes, checkpoint {ckpt} has {model.config.num_classes}")
+    meta = payload["meta"]
+    _, indices = split_data(dataset, meta.get("val_size", 5000), meta.get("split_seed", 0))
+    build_report(model, dataset, indices, out, noise or NOISE_LEVELS, umap=not no_umap, device=device,
+                 echo=lambda m: click.echo(f"... {m}", err=True))
+    click.echo((out / "report.md").read_text())
+
+
+@main.command()
 @click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="toy", show_default=True)
 @click.option("--num-classes", default=10, show_default=True)
 @click.option("--d", "d", default=16, show_default=True)
