@@ -25,12 +25,18 @@ def connection_options(fn):
         click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True),
         click.option("--model", default="gatta", show_default=True, help="Model name on the server."),
         click.option("--timeout", default=60.0, show_default=True, help="Seconds per request."),
+        click.option("--metrics-port", type=int, default=None,
+                     help="Expose the client's Prometheus metrics (latency, errors, predictions) on this port."),
     ]):
         fn = opt(fn)
     return fn
 
 
-def connect(url, protocol, model, timeout, **kw) -> GattaClient:
+def connect(url, protocol, model, timeout, metrics_port=None, **kw) -> GattaClient:
+    if metrics_port:
+        from .metrics import serve_metrics
+
+        serve_metrics(metrics_port)
     try:
         return GattaClient(_url(url, protocol), protocol, model, timeout=timeout, **kw)
     except ClientError as exc:
@@ -84,7 +90,7 @@ def open_results(output: Path):
 @click.option("--resume", is_flag=True, help="Skip images already classified in --output.")
 @click.option("--concurrency", default=4, show_default=True, help="Requests in flight.")
 @click.option("--batch-size", default=8, show_default=True, help="Images per request.")
-def classify(inputs, url, protocol, model, timeout, top_k, lesion, prior, prior_strength, maps_dir, as_json,
+def classify(inputs, url, protocol, model, timeout, metrics_port, top_k, lesion, prior, prior_strength, maps_dir, as_json,
              output, resume, concurrency, batch_size):
     """Classify image files or directories (walked recursively).
 
@@ -105,7 +111,7 @@ def classify(inputs, url, protocol, model, timeout, top_k, lesion, prior, prior_
         paths = [p for p in paths if str(p) not in done]
         if skipped:
             click.echo(f"resuming: {len(skipped)} already in {output}, {len(paths)} to go", err=True)
-    client = connect(url, protocol, model, timeout, prior_strength=prior_strength)
+    client = connect(url, protocol, model, timeout, metrics_port, prior_strength=prior_strength)
     want_maps = maps_dir is not None
     sink = open_results(output) if output else None
     failures = ok = 0
@@ -148,7 +154,7 @@ def classify(inputs, url, protocol, model, timeout, top_k, lesion, prior, prior_
 
 @main.command()
 @connection_options
-def health(url, protocol, model, timeout):
+def health(url, protocol, model, timeout, metrics_port):
     """Server liveness/readiness and whether the model is ready."""
     client = connect(url, protocol, model, timeout, retries=0)
     try:
@@ -162,7 +168,7 @@ def health(url, protocol, model, timeout):
 @main.command()
 @connection_options
 @click.option("--json", "as_json", is_flag=True)
-def info(url, protocol, model, timeout, as_json):
+def info(url, protocol, model, timeout, metrics_port, as_json):
     """The served model: flavour, input, classes, attached layers and outputs."""
     client = connect(url, protocol, model, timeout)
     i = client.info
@@ -187,10 +193,14 @@ def info(url, protocol, model, timeout, as_json):
 @click.option("--requests", "n_requests", default=200, show_default=True, help="Requests in all.")
 @click.option("--maps/--no-maps", default=True, show_default=True, help="Fetch gatta maps too.")
 @click.option("--json", "as_json", is_flag=True)
-def bench(url, protocol, model, timeout, concurrency, batch_size, n_requests, maps, as_json):
+def bench(url, protocol, model, timeout, metrics_port, concurrency, batch_size, n_requests, maps, as_json):
     """Throughput and latency percentiles at a given concurrency and batch size."""
     from .bench import run_bench
 
+    if metrics_port:
+        from .metrics import serve_metrics
+
+        serve_metrics(metrics_port)
     try:
         report = run_bench(_url(url, protocol), protocol, model, concurrency, batch_size, n_requests, maps, timeout)
     except ClientError as exc:

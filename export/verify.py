@@ -23,8 +23,12 @@ class ExportError(RuntimeError):
     """The export failed its own verification or could not be written."""
 
 
-def ort_session(path: Path, level: str = "all", threads: int = 0) -> ort.InferenceSession:
+def ort_session(path: Path, level: str = "all", threads: int = 0, spinning: bool = True) -> ort.InferenceSession:
+    """``spinning=False`` stops idle intra-op threads from busy-waiting after a run, which
+    would steal the CPU from whatever runs next (matters for side-by-side timing)."""
     opts = ort.SessionOptions()
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

@@ -89,7 +89,7 @@ def main():
     paths = {}
     for kind, baseline in (("baseline", True), ("gattanet", False)):
         paths[kind] = export_onnx(model, signature_for(model, baseline=baseline), tmp / f"{kind}.onnx")
-    sessions = {f"{kind} ORT {level}": ort_session(paths[kind], level, args.threads)
+    sessions = {f"{kind} ORT {level}": ort_session(paths[kind], level, args.threads, spinning=False)
                 for kind in ("baseline", "gattanet") for level in ("basic", "all")}
     rows = {}
     size = model.config.image_size

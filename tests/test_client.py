@@ -157,3 +157,21 @@ def test_cli_info_health_bench(triton):
     assert r.exit_code == 1 and "cannot reach Triton at 127.0.0.1:9" in r.output
     r = _cli("classify", "x.png", "--url", triton.http_url, "--lesion", "cc")
     assert r.exit_code == 1 and "'cc' has 2 characters" in r.output
+
+
+def test_client_metrics_are_exposed(triton, images):
+    import urllib.request
+
+    from gatta.client.metrics import serve_metrics
+    from gatta.serving.launcher import free_port
+
+    port = free_port()
+    serve_metrics(port)
+    _, good = images
+    with _client(triton) as c:
+        c.classify(good[:2] + ["/nonexistent.png"])
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    count = [l for l in text.splitlines() if l.startswith('gatta_client_request_seconds_count{protocol="http"}')]
+    assert count and float(count[0].split()[-1]) >= 1
+    assert 'gatta_client_errors_total{kind="image"}' in text
+    assert "gatta_client_predictions_total{label=" in text

@@ -203,3 +203,20 @@ def test_channels_last_gives_the_same_outputs():
         torch.testing.assert_close(out.logits, ref.logits, atol=1e-5, rtol=1e-5)
         for k in ref.gatta:
             torch.testing.assert_close(out.gatta[k], ref.gatta[k], atol=1e-5, rtol=1e-5)
+
+
+def test_resnet_weights_load_from_a_local_state_dict(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18(weights=None, num_classes=5)
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    model = GattaNet(GattaConfig(backbone="resnet18", num_classes=5, d=4, image_size=32),
+                     backbone_weights=tmp_path / "r18.pth").eval()
+    reference.eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.backbone(x), reference(x))
+    torch.save({"not": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(ValueError, match="wrong.pth: not a torchvision resnet18 state dict"):
+        GattaNet(GattaConfig(backbone="resnet18", num_classes=5, d=4, image_size=32), backbone_weights=tmp_path / "wrong.pth")
