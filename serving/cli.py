@@ -12,6 +12,7 @@ import click
 
 from .default_model import BUNDLED_CHECKPOINT, default_repository
 from .launcher import LaunchError, ServerBinary, find_server, start_server
+from .watchdog import dead_stubs, stub_processes
 
 
 def has_gpu() -> bool:
@@ -52,7 +53,10 @@ def check_loadable(repository: Path, binary: ServerBinary) -> None:
 @click.option("--metrics-port", default=8002, show_default=True, help="Prometheus metrics at /metrics.")
 @click.option("--log-file", type=click.Path(path_type=Path), default=None, help="tritonserver's log (default: in the cache folder).")
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for readiness.")
-def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_file, timeout):
+@click.option("--watchdog-interval", default=2.0, show_default=True,
+              help="Seconds between checks that python-backend stubs are alive (0: off). A dead stub "
+                   "fails every request while Triton still reports ready, so the server is restarted.")
+def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_file, timeout, watchdog_interval):
     """Serve a gattanet model with the real NVIDIA Triton Inference Server, in the foreground.
 
     Uses `tritonserver` from PATH (NVIDIA's container) or the build that ships in the
@@ -84,7 +88,25 @@ def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_f
     signal.signal(signal.SIGTERM, forward)
     click.echo(f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
     click.echo(f"log: {server.log_path}")
-    code = server.process.wait()
+    stubs = stub_processes(server)
+    while True:
+        try:
+            code = server.process.wait(timeout=watchdog_interval or None)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        dead = dead_stubs(server, stubs)
+        if dead and not stopping:
+            click.echo(f"python-backend stub of {', '.join(dead)} died (Triton keeps reporting ready but fails "
+                       "its requests); restarting tritonserver", err=True)
+            server.stop(30)
+            try:
+                server = start_server(model_repository, host, server.http_port, server.grpc_port, server.metrics_port,
+                                      log_file, wait=timeout, binary=binary)
+            except LaunchError as exc:
+                raise click.ClickException(f"restart failed: {exc}") from None
+            stubs = stub_processes(server)
+            click.echo("tritonserver restarted and ready", err=True)
     if code != 0:
         click.echo(f"tritonserver exited with status {code}; last log lines:\n{server.log_tail(15)}", err=True)
     sys.exit(code)

@@ -147,6 +147,34 @@ class TritonProcess:
             time.sleep(0.25)
         raise LaunchError(f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
+    def pids(self) -> list[int]:
+        """tritonserver and its descendants (python-backend stubs)."""
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+            except (OSError, IndexError, ValueError):
+                continue
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+    def memory_rss(self) -> int:
+        """Resident memory of the server and its stubs, bytes."""
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                continue
+        return total
+
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM: Triton stops accepting new requests and finishes those in flight."""
         if self.process.poll() is None:

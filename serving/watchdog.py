@@ -1,0 +1,45 @@
+"""Restart tritonserver when a python-backend stub dies.
+
+Seen with Triton 2.51: after its stub process is killed, a python-backend model answers every
+request with "[500] Stub process '<model>_0_0' is not healthy." while /v2/health/ready and the
+model's ready endpoint keep saying yes, and it never restarts the stub. Readiness probes
+cannot see it, so ``gatta-serve`` watches the stub processes itself and restarts the server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .launcher import TritonProcess
+
+STUB_NAME = "triton_python_backend_stub"
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return [a for a in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0") if a]
+    except OSError:
+        return []
+
+
+def stub_processes(server: TritonProcess) -> dict[int, str]:
+    """pid -> model instance name (e.g. ``gatta_0_0``) of each python-backend stub."""
+    stubs = {}
+    for pid in server.pids():
+        args = _cmdline(pid)
+        if len(args) >= 2 and args[0].endswith(STUB_NAME):
+            stubs[pid] = args[-2]  # ... <instance name> <runtime>, e.g. gatta_0_0 DEFAULT
+    return stubs
+
+
+def dead_stubs(server: TritonProcess, known: dict[int, str]) -> list[str]:
+    """Instance names whose stub process is gone (or a zombie) while the server runs."""
+    dead = []
+    for pid, instance in known.items():
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            state = "X"
+        if state in ("Z", "X"):
+            dead.append(instance)
+    return dead
