@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/cifar10-train-jpg.tar.gz
 MODEL  ?= models/cifar10-toy-d16.pt
 
-.PHONY: install demo test bench train-default clean
+.PHONY: install demo test bench soak report train-default clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,18 @@ demo: install
 
 test: install
 	$(BIN)/pytest -q
+
+# Minutes: in-process ONNX Runtime vs Triton over HTTP/gRPC -> docs/performance.md (+ .json)
+bench: install
+	$(BIN)/python scripts/bench_serving.py --out docs/performance.md
+
+# ~30 s: 20,000 requests at concurrency 32 from 4 processes, ids and results checked, memory sampled
+soak: install
+	$(BIN)/python scripts/soak.py --requests 20000 --concurrency 32 --processes 4 --json docs/soak.json
+
+# Minutes: the paper's analyses on the shipped model -> docs/results/ (figures, tables, results.json)
+report: install
+	$(BIN)/gatta-train report --ckpt $(MODEL) --data $(DATA) --out docs/results
 
 # Heavy: retrains the shipped default model (hours on 2 CPU cores, minutes on a GPU).
 train-default: install

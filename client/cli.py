@@ -192,8 +192,9 @@ def info(url, protocol, model, timeout, metrics_port, as_json):
 @click.option("--batch-size", default=1, show_default=True, help="Images per request.")
 @click.option("--requests", "n_requests", default=200, show_default=True, help="Requests in all.")
 @click.option("--maps/--no-maps", default=True, show_default=True, help="Fetch gatta maps too.")
+@click.option("--encoded", is_flag=True, help="Send PNG bytes to MODEL_encoded (server-side decoding) instead of tensors.")
 @click.option("--json", "as_json", is_flag=True)
-def bench(url, protocol, model, timeout, metrics_port, concurrency, batch_size, n_requests, maps, as_json):
+def bench(url, protocol, model, timeout, metrics_port, concurrency, batch_size, n_requests, maps, encoded, as_json):
     """Throughput and latency percentiles at a given concurrency and batch size."""
     from .bench import run_bench
 
@@ -202,7 +203,8 @@ def bench(url, protocol, model, timeout, metrics_port, concurrency, batch_size, 
 
         serve_metrics(metrics_port)
     try:
-        report = run_bench(_url(url, protocol), protocol, model, concurrency, batch_size, n_requests, maps, timeout)
+        report = run_bench(_url(url, protocol), protocol, model, concurrency, batch_size, n_requests, maps, timeout,
+                           encoded=encoded)
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

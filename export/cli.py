@@ -59,8 +59,10 @@ def summary_table(report) -> str:
 @click.option("--threads", default=1, show_default=True, help="python flavour: ONNX Runtime threads per model instance.")
 @click.option("--tensorrt-fp16", is_flag=True, help="onnxruntime flavour: enable the TensorRT FP16 execution accelerator.")
 @click.option("--no-encoded", is_flag=True, help="Skip the encoded-image (JPEG/PNG bytes) preprocessing ensemble.")
+@click.option("--no-dynamic-batching", is_flag=True, help="Leave Triton's dynamic batcher off (for A/B benchmarks).")
 @click.option("--force", is_flag=True, help="Replace an existing model version.")
-def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, threads, tensorrt_fp16, no_encoded, force):
+def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, threads, tensorrt_fp16, no_encoded,
+         no_dynamic_batching, force):
     """Export a GAttANet checkpoint as one static ONNX graph (both passes unrolled, optional
     lesion mask), verify it against PyTorch, and write a Triton model repository.
 
@@ -71,7 +73,8 @@ def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, th
     """
     opts = ExportOptions(out=out, name=name, version=version, max_batch=max_batch, opset=opset, fp16=fp16,
                          baseline=baseline, flavour=flavour, force=force, threads=threads,
-                         tensorrt_fp16=tensorrt_fp16, encoded=not no_encoded)
+                         tensorrt_fp16=tensorrt_fp16, encoded=not no_encoded,
+                         dynamic_batching=not no_dynamic_batching)
     try:
         report = export_checkpoint(ckpt, opts, progress=lambda m: click.echo(f"... {m}", err=True))
     except (CheckpointError, ExportError) as exc:

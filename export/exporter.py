@@ -39,6 +39,7 @@ class ExportOptions:
     threads: int = 1  # python flavour: ONNX Runtime intra-op threads per instance
     tensorrt_fp16: bool = False
     encoded: bool = True  # also write the encoded-bytes preprocessing ensemble
+    dynamic_batching: bool = True
 
 
 @dataclass
@@ -120,7 +121,8 @@ def export_checkpoint(ckpt: Path, opts: ExportOptions, progress=lambda msg: None
         for flavour, repo in zip(flavours, repos):
             staged = staging / f"repo-{flavour}"
             files = write_repository(staged, signature, onnx_path, opts.name, opts.version, flavour,
-                                     opts.max_batch, opts.threads, opts.tensorrt_fp16, opts.encoded)
+                                     opts.max_batch, opts.threads, opts.tensorrt_fp16, opts.encoded,
+                                     opts.dynamic_batching)
             for f in files:
                 report.files[str(repo / f.relative_to(staged))] = f.stat().st_size
             if opts.force:

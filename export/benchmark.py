@@ -1,0 +1,117 @@
+"""In-process timing of exported graphs: baseline vs GAttANet against the analytic floor,
+graph optimisation levels, PyTorch eager vs ONNX Runtime. Used by scripts/bench_export.py and
+scripts/bench_serving.py (`make bench`)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .onnx_graph import export_onnx
+from .signature import signature_for
+from .verify import ort_session
+
+
+def stage_macs(model) -> list[int]:
+    """Multiply-accumulates of each backbone stage for one image (conv and linear layers)."""
+    counts = [0]
+    macs: list[int] = []
+
+    def hook(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            counts[0] += output.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1] // module.groups
+        elif isinstance(module, nn.Linear):
+            counts[0] += module.in_features * module.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    h = torch.zeros(1, 3, model.config.image_size, model.config.image_size)
+    with torch.no_grad():
+        for stage in model.backbone.stages:
+            counts[0] = 0
+            h = stage(h)
+            macs.append(counts[0])
+    for handle in handles:
+        handle.remove()
+    return macs
+
+
+def analytic_floor(model) -> tuple[float, float]:
+    """(floor, prefix share): two passes minus the shared prefix, relative to one pass."""
+    macs = stage_macs(model)
+    return (2 * sum(macs) - macs[0]) / sum(macs), macs[0] / sum(macs)
+
+
+def measure(fns: dict, seconds: float, min_runs: int = 5) -> dict[str, float]:
+    """Median seconds per call of each function, calls interleaved round-robin so machine
+    noise hits every variant alike."""
+    times = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    deadline = time.perf_counter() + seconds * len(fns)
+    while time.perf_counter() < deadline or min(len(v) for v in times.values()) < min_runs:
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def in_process_table(model, threads: int = 2, seconds: float = 2.0, batches=(1, 64),
+                     levels=("basic", "extended", "all")) -> dict:
+    """Seconds per batch for baseline/GAttANet under ORT at each level and PyTorch eager."""
+    torch.set_num_threads(threads)
+    tmp = Path(tempfile.mkdtemp())
+    paths = {kind: export_onnx(model, signature_for(model, baseline=kind == "baseline"), tmp / f"{kind}.onnx")
+             for kind in ("baseline", "gattanet")}
+    sessions = {f"{kind} ORT {level}": ort_session(paths[kind], level, threads, spinning=False)
+                for kind in ("baseline", "gattanet") for level in levels}
+    size = model.config.image_size
+    rows: dict[str, dict[int, float]] = {}
+    for batch in batches:
+        x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
+        xt = torch.from_numpy(x)
+        fns = {name: (lambda s=s: s.run(None, {"image": x})) for name, s in sessions.items()}
+
+        def eager_base():
+            with torch.no_grad():
+                model.forward_backbone(xt)
+
+        def eager_gatta():
+            with torch.no_grad():
+                model(xt, return_maps=True)
+
+        fns["baseline PyTorch eager"], fns["gattanet PyTorch eager"] = eager_base, eager_gatta
+        for name, sec in measure(fns, seconds).items():
+            rows.setdefault(name, {})[batch] = sec
+    floor, prefix = analytic_floor(model)
+    return {"floor": floor, "prefix_share": prefix, "threads": threads, "rows": rows, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def profile_ops(path: Path, size: int, threads: int, batch: int = 64) -> dict[str, float]:
+    """Share of ONNX Runtime kernel time per operator type (ORT's profiler)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.enable_profiling = True
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    opts.profile_file_prefix = str(Path(path).with_suffix(""))
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
+    for _ in range(20):
+        session.run(None, {"image": x})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    by_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op = e["args"].get("op_name", "?")
+            by_op[op] = by_op.get(op, 0.0) + e["dur"]
+    total = sum(by_op.values())
+    return {op: d / total for op, d in sorted(by_op.items(), key=lambda kv: -kv[1])}
