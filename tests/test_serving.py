@@ -186,3 +186,19 @@ def test_native_flavour_refused_here_with_one_line(tmp_path):
 def test_missing_repository_is_one_line(tmp_path):
     with pytest.raises(LaunchError, match="does not exist"):
         start_server(tmp_path / "nowhere")
+
+
+def test_default_repository_is_exported_once_and_again_when_the_checkpoint_changes(tmp_path, monkeypatch):
+    from gatta.serving.default_model import default_repository
+
+    from helpers import make_checkpoint
+
+    monkeypatch.setenv("GATTA_CACHE", str(tmp_path / "cache"))
+    ckpt = make_checkpoint(tmp_path / "m.pt", num_classes=3, image_size=16)
+    messages = []
+    first = default_repository(ckpt, echo=messages.append)
+    again = default_repository(ckpt, echo=messages.append)
+    assert first == again and len(messages) == 1 and (first / "gatta" / "1" / "model.onnx").exists()
+    make_checkpoint(ckpt, num_classes=3, image_size=16, seed=1)  # new weights, same path
+    changed = default_repository(ckpt, echo=messages.append)
+    assert changed != first and len(messages) == 2
