@@ -62,11 +62,11 @@ def main():
     opt = torch.optim.Adam(params, lr=1e-3)
     model.train()
 
-    def head_step(autocast: bool = False):
+    def head_step(images: torch.Tensor, autocast: bool = False):
         def step():
             opt.zero_grad(set_to_none=True)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                loss = F.cross_entropy(model(x).logits.float(), y)
+                loss = F.cross_entropy(model(images).logits.float(), y)
             loss.backward()
             opt.step()
         return step
@@ -78,22 +78,12 @@ def main():
         model.train()
 
     rows = [("GAttANet forward (eval, no grad)", gatta_forward),
-            ("head train step (fp32)", head_step()),
-            ("head train step (bf16 autocast)", head_step(True))]
-    if args.backbone == "toy":
-        # channels-last memory format for the convolutions
+            ("head train step (fp32)", head_step(x)),
+            ("head train step (bf16 autocast)", head_step(x, True))]
+    if args.backbone == "toy":  # channels-last memory format for the convolutions and pooling
         xc = x.contiguous(memory_format=torch.channels_last)
-
-        def channels_last_step(autocast: bool = False):
-            def step():
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                    loss = F.cross_entropy(model(xc).logits.float(), y)
-                loss.backward()
-                opt.step()
-            return step
-        rows.append(("head train step (channels-last)", channels_last_step()))
-        rows.append(("head train step (channels-last, bf16)", channels_last_step(True)))
+        rows.append(("head train step (channels-last)", head_step(xc)))
+        rows.append(("head train step (channels-last, bf16)", head_step(xc, True)))
 
     for name, fn in rows:
         if "channels-last" in name:

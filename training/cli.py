@@ -53,6 +53,20 @@ def split_data(data: ImageSet, val_size: int, seed: int):
     return stratified_split(data.labels, val_size, seed)
 
 
+def checkpoint_and_images(ckpt, data, device, num_workers, split: str):
+    """A checkpoint, its dataset and the indices to evaluate: the checkpoint's own validation
+    split (``val``) or every image (``all``)."""
+    model, payload = load_checkpoint(ckpt, device)
+    dataset = load_data(data, model.config.image_size, num_workers)
+    if len(dataset.class_names) != model.config.num_classes:
+        raise click.ClickException(
+            f"dataset {data} has {len(dataset.class_names)} classes, checkpoint {ckpt} has {model.config.num_classes}")
+    if split == "all":
+        return model, dataset, torch.arange(len(dataset))
+    meta = payload["meta"]
+    return model, dataset, split_data(dataset, meta.get("val_size", 5000), meta.get("split_seed", 0))[1]
+
+
 def common_options(fn):
     opts = [
         click.option("--data", required=True, help="Dataset: CIFAR pickle folder, ImageFolder tree, .tar.gz of one, or synthetic:N[:classes]."),
@@ -188,16 +202,7 @@ def head(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_a
 @friendly_errors
 def eval_cmd(ckpt, data, split, noise, lesions, batch_size, device, as_json, num_workers):
     """Accuracy of the frozen baseline and of GAttANet, under noise and lesions."""
-    model, payload = load_checkpoint(ckpt, device)
-    dataset = load_data(data, model.config.image_size, num_workers)
-    if len(dataset.class_names) != model.config.num_classes:
-        raise click.ClickException(
-            f"dataset {data} has {len(dataset.class_names)} classes, checkpoint {ckpt} has {model.config.num_classes}")
-    meta = payload["meta"]
-    if split == "val":
-        _, indices = split_data(dataset, meta.get("val_size", 5000), meta.get("split_seed", 0))
-    else:
-        indices = torch.arange(len(dataset))
+    model, dataset, indices = checkpoint_and_images(ckpt, data, device, num_workers, split)
     report = run_evaluation(model, dataset, indices, noise or (0.0,), lesions, batch_size, device)
     report["checkpoint"], report["split"] = str(ckpt), split
     click.echo(json.dumps(report, indent=2) if as_json else evaluation_table(report))
@@ -217,13 +222,7 @@ def report(ckpt, data, out, noise, no_umap, device, num_workers):
     space (UMAP), top-down bias. Writes results.json, report.md and PNG figures to OUT."""
     from .report import NOISE_LEVELS, build_report
 
-    model, payload = load_checkpoint(ckpt, device)
-    dataset = load_data(data, model.config.image_size, num_workers)
-    if len(dataset.class_names) != model.config.num_classes:
-        raise click.ClickException(
-            f"dataset {data} has {len(dataset.class_names)} classes, checkpoint {ckpt} has {model.config.num_classes}")
-    meta = payload["meta"]
-    _, indices = split_data(dataset, meta.get("val_size", 5000), meta.get("split_seed", 0))
+    model, dataset, indices = checkpoint_and_images(ckpt, data, device, num_workers, "val")
     build_report(model, dataset, indices, out, noise or NOISE_LEVELS, umap=not no_umap, device=device,
                  echo=lambda m: click.echo(f"... {m}", err=True))
     click.echo((out / "report.md").read_text())
