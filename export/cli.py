@@ -17,7 +17,7 @@ from gatta.training.checkpoint import CheckpointError  # noqa: E402
 from .exporter import ExportOptions, export_checkpoint  # noqa: E402
 from .verify import ExportError  # noqa: E402
 
-DEFAULT_CKPT = Path(__file__).resolve().parents[1] / "models" / "cifar10-toy-d16.pt"
+from gatta.models import DEFAULT_CHECKPOINT as DEFAULT_CKPT  # noqa: E402
 
 
 def _size(n: int) -> str:

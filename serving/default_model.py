@@ -7,9 +7,9 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from .launcher import cache_root
+from gatta.models import DEFAULT_CHECKPOINT as BUNDLED_CHECKPOINT
 
-BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "cifar10-toy-d16.pt"
+from .launcher import cache_root
 
 
 def checkpoint_digest(path: Path) -> str:
