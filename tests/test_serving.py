@@ -89,11 +89,11 @@ def test_bad_requests_get_clear_errors_and_server_stays_ready(triton):
 def test_different_masks_in_one_dynamic_batch(triton, tiny_export):
     """Concurrent requests with their own masks are batched together server-side; each must
     still get its own result."""
-    client = httpclient.InferenceServerClient(triton.http_url, concurrency=16)
+    client = httpclient.InferenceServerClient(triton.http_url, concurrency=32)
     rng = np.random.default_rng(2)
-    x = rng.random((16, 1, 3, 16, 16), dtype=np.float32)
-    masks = rng.integers(0, 2, (16, 1, 5)).astype(np.float32)
-    pending = [client.async_infer("gatta", _inputs(httpclient, image=x[i], lesion_mask=masks[i])) for i in range(16)]
+    x = rng.random((32, 1, 3, 16, 16), dtype=np.float32)
+    masks = rng.integers(0, 2, (32, 1, 5)).astype(np.float32)
+    pending = [client.async_infer("gatta", _inputs(httpclient, image=x[i], lesion_mask=masks[i])) for i in range(32)]
     for i, request in enumerate(pending):
         got = request.get_result().as_numpy("logits")
         ref = _reference(tiny_export[0], image=x[i], lesion_mask=masks[i])["logits"]
