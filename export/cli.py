@@ -57,11 +57,12 @@ def summary_table(report) -> str:
               help="onnxruntime: Triton's native backend, GPU (NVIDIA's container). python: ONNX Runtime "
                    "inside Triton's python backend, CPU, runs anywhere. both: OUT/onnxruntime and OUT/python.")
 @click.option("--threads", default=1, show_default=True, help="python flavour: ONNX Runtime threads per model instance.")
+@click.option("--instances", default=1, show_default=True, help="Model instances Triton runs side by side.")
 @click.option("--tensorrt-fp16", is_flag=True, help="onnxruntime flavour: enable the TensorRT FP16 execution accelerator.")
 @click.option("--no-encoded", is_flag=True, help="Skip the encoded-image (JPEG/PNG bytes) preprocessing ensemble.")
 @click.option("--no-dynamic-batching", is_flag=True, help="Leave Triton's dynamic batcher off (for A/B benchmarks).")
 @click.option("--force", is_flag=True, help="Replace an existing model version.")
-def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, threads, tensorrt_fp16, no_encoded,
+def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, threads, instances, tensorrt_fp16, no_encoded,
          no_dynamic_batching, force):
     """Export a GAttANet checkpoint as one static ONNX graph (both passes unrolled, optional
     lesion mask), verify it against PyTorch, and write a Triton model repository.
@@ -74,7 +75,7 @@ def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, th
     opts = ExportOptions(out=out, name=name, version=version, max_batch=max_batch, opset=opset, fp16=fp16,
                          baseline=baseline, flavour=flavour, force=force, threads=threads,
                          tensorrt_fp16=tensorrt_fp16, encoded=not no_encoded,
-                         dynamic_batching=not no_dynamic_batching)
+                         dynamic_batching=not no_dynamic_batching, instances=instances)
     try:
         report = export_checkpoint(ckpt, opts, progress=lambda m: click.echo(f"... {m}", err=True))
     except (CheckpointError, ExportError) as exc:

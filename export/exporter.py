@@ -40,6 +40,7 @@ class ExportOptions:
     tensorrt_fp16: bool = False
     encoded: bool = True  # also write the encoded-bytes preprocessing ensemble
     dynamic_batching: bool = True
+    instances: int = 1  # Triton model instances (instance_group count)
 
 
 @dataclass
@@ -122,7 +123,7 @@ def export_checkpoint(ckpt: Path, opts: ExportOptions, progress=lambda msg: None
             staged = staging / f"repo-{flavour}"
             files = write_repository(staged, signature, onnx_path, opts.name, opts.version, flavour,
                                      opts.max_batch, opts.threads, opts.tensorrt_fp16, opts.encoded,
-                                     opts.dynamic_batching)
+                                     opts.dynamic_batching, opts.instances)
             for f in files:
                 report.files[str(repo / f.relative_to(staged))] = f.stat().st_size
             if opts.force:

@@ -61,7 +61,7 @@ def metadata_json(signature: ModelSignature, flavour: str) -> str:
 
 def model_config(signature: ModelSignature, name: str, flavour: str, max_batch: int,
                  threads: int = 1, tensorrt_fp16: bool = False, warmup: bool = True,
-                 dynamic_batching: bool = True) -> str:
+                 dynamic_batching: bool = True, instances: int = 1) -> str:
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown flavour {flavour!r}; choose one of {', '.join(FLAVOURS)}")
     native = flavour == "onnxruntime"
@@ -71,7 +71,7 @@ def model_config(signature: ModelSignature, name: str, flavour: str, max_batch: 
     parts = ["\n".join(head),
              _io_block("input", signature.inputs, optional_ok=not native),
              _io_block("output", signature.outputs, optional_ok=False, labels=True),
-             f"instance_group [ {{ count: 1 kind: {'KIND_GPU' if native else 'KIND_CPU'} }} ]"]
+             f"instance_group [ {{ count: {instances} kind: {'KIND_GPU' if native else 'KIND_CPU'} }} ]"]
     if dynamic_batching:
         parts.append("dynamic_batching { max_queue_delay_microseconds: 200 }")
     if native and tensorrt_fp16:
@@ -127,14 +127,15 @@ def _template(filename: str) -> str:
 
 def write_repository(staging: Path, signature: ModelSignature, onnx_file: Path, name: str,
                      version: int, flavour: str, max_batch: int, threads: int = 1,
-                     tensorrt_fp16: bool = False, encoded: bool = True, dynamic_batching: bool = True) -> list[Path]:
+                     tensorrt_fp16: bool = False, encoded: bool = True, dynamic_batching: bool = True,
+                     instances: int = 1) -> list[Path]:
     """Lay the model out under ``staging`` (an empty folder); returns the files written."""
     model_dir = staging / name
     version_dir = model_dir / str(version)
     version_dir.mkdir(parents=True)
     shutil.copyfile(onnx_file, version_dir / "model.onnx")
     (model_dir / "config.pbtxt").write_text(model_config(signature, name, flavour, max_batch, threads, tensorrt_fp16,
-                                                                 dynamic_batching=dynamic_batching))
+                                                                 dynamic_batching=dynamic_batching, instances=instances))
     (model_dir / "labels.txt").write_text("\n".join(signature.labels) + "\n")
     if flavour == "python":
         (version_dir / "model.py").write_text(_template("classifier_model.py"))

@@ -180,3 +180,13 @@ def test_cli_bad_input_leaves_nothing_behind(tmp_path):
     assert r.exit_code == 0
     assert not [p for p in os.listdir(out) if p.startswith(".gatta-export")]
     assert not list(out.rglob("*.onnx.data"))
+
+
+def test_instances_and_dynamic_batching_options(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "m.pt", num_classes=4, d=8, image_size=16)
+    export_checkpoint(ckpt, ExportOptions(out=tmp_path / "a", flavour="python", instances=2, threads=1, encoded=False))
+    export_checkpoint(ckpt, ExportOptions(out=tmp_path / "b", flavour="python", dynamic_batching=False, encoded=False))
+    a, b = _parse(tmp_path / "a" / "gatta" / "config.pbtxt"), _parse(tmp_path / "b" / "gatta" / "config.pbtxt")
+    assert a.instance_group[0].count == 2 and a.HasField("dynamic_batching")
+    assert b.instance_group[0].count == 1 and not b.HasField("dynamic_batching")
+    assert a.parameters["intra_op_threads"].string_value == "1"
