@@ -60,3 +60,18 @@ def test_corrupt_checkpoint_is_one_line(tmp_path):
     bad.write_text("hello")
     r = run("eval", "--ckpt", bad, "--data", "synthetic:16")
     assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1 and str(bad) in r.output
+
+
+def test_head_training_can_start_from_a_shipped_checkpoint(tmp_path):
+    import torch
+
+    ckpt = make_checkpoint(tmp_path / "m.pt", num_classes=3, image_size=16, d=8, alpha=0.5)
+    data = write_image_folder(tmp_path / "imgs", n_per_class=8)
+    args = ("head", "--backbone-ckpt", ckpt, "--data", data, "--out", tmp_path / "run", "--epochs", "1",
+            "--lr", "1e-9", "--val-size", "6", "--alpha-init", "0.5", "--no-augment", "--init-ckpt", ckpt)
+    r = run(*args, "--d", "8")
+    assert r.exit_code == 0, r.output
+    alpha = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["state_dict"]["head.alpha"]
+    assert torch.allclose(alpha, torch.full((5,), 0.5), atol=1e-4)  # started from the checkpoint's head
+    r = run(*args, "--d", "4")
+    assert r.exit_code == 1 and "config differs" in r.output

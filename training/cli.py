@@ -142,10 +142,12 @@ def backbone(data, out, val_size, split_seed, epochs, patience, batch_size, lr, 
 @click.option("--qk-batchnorm/--no-qk-batchnorm", default=None, help="[paper: on for ResNets]")
 @click.option("--gatta-layernorm/--no-gatta-layernorm", default=None, help="[paper: on for ResNets]")
 @click.option("--alpha-init", default=0.0, show_default=True)
+@click.option("--init-ckpt", type=click.Path(path_type=Path), default=None,
+              help="Start from this GAttANet checkpoint's head (same backbone), e.g. to keep training a shipped model.")
 @friendly_errors
 def head(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed, device,
          threads, num_workers, resume, backbone_ckpt, backbone_name, backbone_weights, image_size,
-         d, iterations, l2, qk_dropout, qk_batchnorm, gatta_layernorm, alpha_init):
+         d, iterations, l2, qk_dropout, qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt):
     """Train the attention head (K, Q, alpha) on a frozen backbone. Runs data-parallel under
     torchrun (e.g. ``torchrun --nproc-per-node 2 -m gatta.training.cli head ...``)."""
     _setup(threads, seed)
@@ -177,6 +179,15 @@ def head(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_a
     model = GattaNet(cfg, backbone_weights=backbone_weights)
     if backbone_ckpt is not None:
         model.backbone.load_state_dict(base.backbone.state_dict())
+    if init_ckpt is not None:
+        start, _ = load_checkpoint(init_ckpt)
+        if start.config.to_dict() != cfg.to_dict():
+            raise click.ClickException(f"{init_ckpt}: its config differs from this run's (backbone, classes, d, options)")
+        if any(not torch.equal(a, b) for a, b in zip(start.backbone.state_dict().values(),
+                                                     model.backbone.state_dict().values())):
+            raise click.ClickException(f"{init_ckpt}: its backbone weights differ from --backbone-ckpt's")
+        model.head.load_state_dict(start.head.state_dict())
+        meta["init_ckpt"] = str(init_ckpt)
     train_idx, val_idx = split_data(dataset, val_size, split_seed)
     meta.update(val_size=len(val_idx), split_seed=split_seed)
     best = fit(model, dataset, train_idx, val_idx, FitOptions(
