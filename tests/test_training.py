@@ -88,3 +88,25 @@ def test_ddp_with_two_processes_equals_single_process(tmp_path):
     moved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["state_dict"]
     assert not torch.equal(single["head.alpha"], torch.full_like(single["head.alpha"], 0.1))
     assert all(torch.equal(moved[k], multi[k]) for k in moved if k.startswith("backbone."))
+
+
+def test_resume_continues_where_the_run_stopped(tmp_path):
+    import torch
+
+    data = synthetic_images(96, 4, 16, seed=3)
+    model = make_model(alpha=0.1)
+    opts = dict(stage="head", out_dir=tmp_path, batch_size=32, lr=1e-2, augmentation=False, progress=False)
+    fit(model, data, torch.arange(64), torch.arange(64, 96), FitOptions(epochs=2, **opts))
+    first = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert first["meta"]["epoch"] == 2 and "optimizer" in first
+    resumed = make_model(alpha=0.1, seed=7)  # different init: everything must come from last.pt
+    fit(resumed, data, torch.arange(64), torch.arange(64, 96), FitOptions(epochs=3, resume=True, **opts))
+    log = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    # one more epoch from the saved state equals an uninterrupted 3-epoch run
+    straight = make_model(alpha=0.1)
+    fit(straight, data, torch.arange(64), torch.arange(64, 96),
+        FitOptions(epochs=3, **{**opts, "out_dir": tmp_path / "straight"}))
+    a = torch.load(tmp_path / "last.pt", weights_only=True)["state_dict"]["head.alpha"]
+    b = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["state_dict"]["head.alpha"]
+    assert torch.allclose(a, b, atol=1e-6)

@@ -5,7 +5,7 @@ Layout (a plain dict, read with ``torch.load(weights_only=True)``)::
     {"format": "gattanet-checkpoint", "format_version": 1,
      "config": GattaConfig.to_dict(), "state_dict": {...},
      "meta": {"stage": "backbone"|"head", "epoch": ..., "val_acc": ..., ...},
-     "optimizer": {...} (optional, for --resume)}
+     "optimizer": {...}, "rng_state": ByteTensor (optional, for --resume)}
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | Path, model: GattaNet, meta: dict | None = None,
-                    optimizer_state: dict | None = None) -> Path:
+                    optimizer_state: dict | None = None, rng_state: torch.Tensor | None = None) -> Path:
     """Write atomically (temp file + rename) so an interrupted save never leaves a
     truncated checkpoint behind."""
     path = Path(path)
@@ -41,6 +41,8 @@ def save_checkpoint(path: str | Path, model: GattaNet, meta: dict | None = None,
     }
     if optimizer_state is not None:
         payload["optimizer"] = optimizer_state
+    if rng_state is not None:  # dropout masks continue exactly on --resume
+        payload["rng_state"] = rng_state
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)

@@ -162,6 +162,8 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
         optimizer.load_state_dict(payload["optimizer"])
         meta = payload["meta"]
         start_epoch, best, stale = meta["epoch"] + 1, meta["best"], meta["stale"]
+        if "rng_state" in payload:
+            torch.set_rng_state(payload["rng_state"])
         if rank == 0:
             print(f"resuming {opts.stage} training at epoch {start_epoch} (best val_acc {best['val_acc']:.4f})")
     objective = _Objective(model, opts.stage)
@@ -213,7 +215,7 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
                     "metrics": metrics, **opts.extra_meta}
             if improved:
                 save_checkpoint(out / "best.pt", model, meta)
-            save_checkpoint(out / "last.pt", model, meta, optimizer.state_dict())
+            save_checkpoint(out / "last.pt", model, meta, optimizer.state_dict(), torch.get_rng_state())
     if log:
         log.close()
     model.to(memory_format=torch.contiguous_format)
