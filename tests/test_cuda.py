@@ -1,0 +1,34 @@
+"""CUDA paths (skipped on machines without a GPU)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gatta.training.train import trainable_parameters
+
+from helpers import make_model
+
+pytestmark = pytest.mark.requires_cuda
+
+
+def test_cuda_forward_matches_cpu():
+    model = make_model(alpha=0.5)
+    x = torch.rand(4, 3, 16, 16)
+    with torch.no_grad():
+        cpu = model(x, return_maps=True)
+        gpu = model.cuda()(x.cuda(), return_maps=True)
+    torch.testing.assert_close(gpu.logits.cpu(), cpu.logits, atol=1e-4, rtol=1e-4)
+    for name in cpu.gatta:
+        torch.testing.assert_close(gpu.gatta[name].cpu(), cpu.gatta[name], atol=1e-4, rtol=1e-4)
+
+
+def test_cuda_head_step_changes_only_the_head():
+    model = make_model(alpha=0.0).cuda()
+    params = trainable_parameters(model, "head")
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    model.train()
+    F.cross_entropy(model(torch.rand(8, 3, 16, 16, device="cuda")).logits,
+                    torch.arange(8, device="cuda") % 4).backward()
+    torch.optim.Adam(params).step()
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in before.items())
+    assert model.head.alpha.abs().sum() > 0
