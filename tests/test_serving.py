@@ -5,6 +5,7 @@ import io
 import json
 import signal
 import threading
+import time
 import urllib.request
 
 import numpy as np
@@ -134,10 +135,16 @@ def _metrics(server) -> str:
 def test_metrics_include_model_counters_and_custom_ones(triton):
     client = httpclient.InferenceServerClient(triton.http_url)
     x = np.random.default_rng(4).random((5, 3, 16, 16), dtype=np.float32)
+    time.sleep(1.5)  # let earlier tests' metrics flush (once a second) before the baseline reading
     before = _metrics(triton)
     images_before = _value(before, 'gatta_images_total{model="gatta"}')
     client.infer("gatta", _inputs(httpclient, image=x, lesion_mask=np.zeros((5, 5), np.float32)))
-    after = _metrics(triton)
+    deadline = time.monotonic() + 10  # the model flushes its metrics once a second
+    while time.monotonic() < deadline:
+        after = _metrics(triton)
+        if _value(after, 'gatta_images_total{model="gatta"}') >= images_before + 5:
+            break
+        time.sleep(0.2)
     assert _value(after, 'gatta_images_total{model="gatta"}') == images_before + 5
     assert _value(after, 'gatta_lesioned_requests_total{model="gatta"}') >= 1
     assert 'nv_inference_count{model="gatta",version="1"}' in after

@@ -4,10 +4,15 @@ Self-contained on purpose (numpy, onnxruntime, triton_python_backend_utils only)
 repository works wherever it is copied. All requests of a dynamic batch are concatenated into
 one ONNX Runtime run and the results split back; a bad request (wrong shape, non-finite
 pixels) gets its own error response and the rest of the batch is served.
+
+Custom metrics are accumulated locally and flushed to Triton once a second by a background
+thread: each metric call is a round trip to the server process, and calling ~30 of them per
+execution doubled the time a batch-1 request spent in this model (1.4 ms vs 0.7 ms measured).
 """
 
 import json
 import os
+import threading
 
 import numpy as np
 import onnxruntime as ort
@@ -31,6 +36,12 @@ class TritonPythonModel:
         self.output_names = [o["name"] for o in config["output"]]
         self.defaults = {"lesion_mask": 1.0, "query_bias": 0.0}
         self._init_metrics(args["model_name"])
+        self._lock = threading.Lock()
+        self._reset_pending()
+        self._stop = threading.Event()
+        interval = float(params.get("metrics_interval_s", "1.0"))
+        self._flusher = threading.Thread(target=self._flush_loop, args=(interval,), daemon=True)
+        self._flusher.start()
 
     def _init_metrics(self, model_name):
         # The families must stay referenced on the model object, or the metrics vanish.
@@ -59,6 +70,46 @@ class TritonPythonModel:
                                               pb_utils.MetricFamily.COUNTER)
         self.m_reject = {r: self.f_reject.Metric(labels={**labels, "reason": r}) for r in ("shape", "non_finite")}
 
+    # -- metrics: accumulate here, flush from a thread -------------------------------------
+    def _reset_pending(self):
+        self.p_images = 0
+        self.p_pred = np.zeros(len(self.meta["labels"]), np.int64)
+        self.p_conf = np.zeros(len(CONFIDENCE_BUCKETS) + 1, np.int64)
+        self.p_conf_sum = 0.0
+        self.p_lesion = 0
+        self.p_reject = {"shape": 0, "non_finite": 0}
+        self.p_agree = {}
+
+    def _flush(self):
+        with self._lock:
+            images, pred, conf, conf_sum = self.p_images, self.p_pred, self.p_conf, self.p_conf_sum
+            lesion, reject, agree = self.p_lesion, self.p_reject, self.p_agree
+            self._reset_pending()
+        if images:
+            self.m_images.increment(images)
+            self.m_conf_sum.increment(conf_sum)
+        for metric, n in zip(self.m_pred, pred):
+            if n:
+                metric.increment(int(n))
+        for metric, n in zip(self.m_conf, conf):
+            if n:
+                metric.increment(int(n))
+        if lesion:
+            self.m_lesion.increment(lesion)
+        for reason, n in reject.items():
+            if n:
+                self.m_reject[reason].increment(n)
+        for name, value in agree.items():
+            self.m_agree[name].set(value)
+
+    def _flush_loop(self, interval):
+        while not self._stop.wait(interval):
+            self._flush()
+
+    def _reject(self, reason):
+        with self._lock:
+            self.p_reject[reason] += 1
+
     def _read(self, request):
         """The request's input arrays, defaults filled; raises ValueError for bad input."""
         arrays = {}
@@ -71,10 +122,10 @@ class TritonPythonModel:
                 continue
             arr = tensor.as_numpy().astype(np.float32, copy=False)
             if list(arr.shape[1:]) != dims:
-                self.m_reject["shape"].increment(1)
+                self._reject("shape")
                 raise ValueError(f"input '{name}' has shape {list(arr.shape[1:])} per image, expected {dims}")
             if not np.isfinite(arr).all():
-                self.m_reject["non_finite"].increment(1)
+                self._reject("non_finite")
                 raise ValueError(f"input '{name}' contains NaN or infinite values")
             arrays[name] = arr
             batch = arr.shape[0] if name == "image" else batch
@@ -106,7 +157,8 @@ class TritonPythonModel:
                 tensors = [pb_utils.Tensor(k, np.ascontiguousarray(v[start:start + n])) for k, v in outputs.items()]
                 responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
                 if "lesion_mask" in f and (f["lesion_mask"] < 1).any():
-                    self.m_lesion.increment(1)
+                    with self._lock:
+                        self.p_lesion += 1
                 start += n
         return responses
 
@@ -114,16 +166,18 @@ class TritonPythonModel:
         probs = outputs["probs"]
         top = probs.argmax(1)
         conf = probs.max(1)
-        self.m_images.increment(len(top))
-        for c in np.unique(top):
-            self.m_pred[int(c)].increment(int((top == c).sum()))
-        for bucket, metric in zip(CONFIDENCE_BUCKETS + [np.inf], self.m_conf):
-            metric.increment(int((conf <= bucket).sum()))
-        self.m_conf_sum.increment(float(conf.sum()))
-        for name, metric in self.m_agree.items():
-            key = f"gatta_{name}"
-            if key in outputs:
-                metric.set(float(outputs[key].mean()))
+        pred = np.bincount(top, minlength=len(self.meta["labels"]))
+        buckets = np.array([(conf <= b).sum() for b in CONFIDENCE_BUCKETS] + [len(conf)])
+        agree = {name: float(outputs[f"gatta_{name}"].mean()) for name in self.m_agree if f"gatta_{name}" in outputs}
+        with self._lock:
+            self.p_images += len(top)
+            self.p_pred += pred
+            self.p_conf += buckets
+            self.p_conf_sum += float(conf.sum())
+            self.p_agree.update(agree)
 
     def finalize(self):
+        self._stop.set()
+        self._flusher.join(timeout=5)
+        self._flush()
         self.session = None
