@@ -82,7 +82,7 @@ def open_results(output: Path):
 @click.option("--top-k", default=5, show_default=True)
 @click.option("--lesion", default=None, help="Switch attention off per layer, paper notation, e.g. c.cdd.")
 @click.option("--prior", default=None, help="Top-down attention: bias the global query towards this class.")
-@click.option("--prior-strength", default=1.0, show_default=True)
+@click.option("--prior-strength", default=0.3, show_default=True, help="How far to move the global query towards --prior.")
 @click.option("--maps", "maps_dir", type=click.Path(path_type=Path), default=None,
               help="Write one Figure-3-style PNG per image (image + gatta map per layer) here.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image per line on stdout.")

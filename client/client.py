@@ -49,7 +49,7 @@ def _is_unavailable(exc: Exception) -> bool:
 
 class GattaClient:
     def __init__(self, url: str = "localhost:8000", protocol: str = "http", model: str = "gatta",
-                 timeout: float = 60.0, retries: int = 3, backoff: float = 0.2, prior_strength: float = 1.0):
+                 timeout: float = 60.0, retries: int = 3, backoff: float = 0.2, prior_strength: float = 0.3):
         self.url, self.protocol, self.model = url.removeprefix("http://"), protocol, model
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.prior_strength = prior_strength
@@ -142,8 +142,10 @@ class GattaClient:
         return np.asarray(mask, np.float32)
 
     def query_bias(self, prior: str | int | None) -> np.ndarray:
-        """Top-down attention towards a class: add strength * K_c / |K_c|^2 to q_avg, which
-        raises that class's agreement (k_c . q_avg) by ``prior_strength`` per unit logit."""
+        """Top-down attention towards a class: add strength * dir_c / |dir_c|^2 to q_avg, where
+        dir_c (exported with the model) is the logits layer's key for class c signed so that
+        the change amplifies class c's logit. On the shipped CIFAR-10 model, strength 0.3
+        towards the true class raised validation accuracy from 77.0% to 79.1% (docs/results.md)."""
         bias = np.zeros(self.info.d, np.float32)
         if prior is None:
             return bias

@@ -47,7 +47,10 @@ def signature_for(model, baseline: bool = False) -> ModelSignature:
                    TensorSpec("query_bias", "FP32", (cfg.d,), optional=True)]
         outputs.append(TensorSpec("q_avg", "FP32", (cfg.d,)))
         outputs += [TensorSpec(f"gatta_{t.name}", "FP32", tuple(t.map_shape)) for t in model.taps]
-        # K of the logits layer: row c is class c's key direction. A client that adds
-        # s * K[c] to q_avg (query_bias) biases attention towards class c.
-        class_keys = model.head.keys[-1].weight.detach().t().tolist()
+        # Row c: the direction in query space that raises class c's modulated logit. The
+        # logits layer's key K[c] moves class c's agreement; whether more agreement amplifies
+        # or damps the logit depends on the sign of that layer's alpha, so it is folded in
+        # here. A client adding s * dir[c] / |dir[c]|^2 to q_avg (query_bias) favours class c.
+        sign = 1.0 if float(model.head.alpha[-1]) >= 0 else -1.0
+        class_keys = (sign * model.head.keys[-1].weight.detach().t()).tolist()
     return ModelSignature(inputs, outputs, list(cfg.class_names), layers, size, cfg.d, baseline, class_keys)

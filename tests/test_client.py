@@ -65,7 +65,7 @@ def test_lesion_and_prior_change_what_they_should(triton, tiny_export, images):
         plain, biased = c.classify(good), c.classify(good, prior="class_2")
         bias = c.query_bias("class_2")
         key = c.info.class_keys[2]
-        assert abs(float(key @ bias) - 1.0) < 1e-5  # raises class 2's agreement by 1 per unit logit
+        assert abs(float(key @ bias) - c.prior_strength) < 1e-5  # moves class 2's agreement by the strength
         for p, b in zip(plain, biased):
             assert np.abs((b.q_avg - p.q_avg) - bias).max() <= 1e-5
         with pytest.raises(ClientError, match="unknown class"):

@@ -190,3 +190,16 @@ def test_instances_and_dynamic_batching_options(tmp_path):
     assert a.instance_group[0].count == 2 and a.HasField("dynamic_batching")
     assert b.instance_group[0].count == 1 and not b.HasField("dynamic_batching")
     assert a.parameters["intra_op_threads"].string_value == "1"
+
+
+def test_class_directions_are_signed_by_the_logits_alpha():
+    from gatta.export.signature import signature_for
+
+    from helpers import make_model
+
+    model = make_model(num_classes=4, d=8, image_size=16, alpha=0.5)
+    keys = model.head.keys[-1].weight.detach().t()
+    assert np.allclose(signature_for(model).class_keys, keys.numpy(), atol=1e-7)
+    with torch.no_grad():
+        model.head.alpha[-1] = -0.2  # more agreement now damps the logit: flip the direction
+    assert np.allclose(signature_for(model).class_keys, -keys.numpy(), atol=1e-7)

@@ -41,12 +41,14 @@ def collect_queries(model: GattaNet, data: ImageSet, indices: torch.Tensor, devi
 
 
 @torch.no_grad()
-def top_down_effect(model: GattaNet, data: ImageSet, indices: torch.Tensor, strength: float = 1.0,
+def top_down_effect(model: GattaNet, data: ImageSet, indices: torch.Tensor, strength: float = 0.3,
                     device="cpu", seed: int = 0) -> dict:
-    """Bias q_avg towards the true class (strength * K_c / |K_c|^2, as the client does) and,
-    for contrast, towards a random wrong class; report the true class's probability."""
+    """Bias q_avg towards the true class (strength * dir_c / |dir_c|^2 with dir_c = sign(alpha
+    of the logits layer) * K_c, as the exported metadata and the client do) and, for
+    contrast, towards a random wrong class; report the true class's probability."""
     model.eval()
-    keys = model.head.keys[-1].weight.t()  # [classes, d]
+    sign = 1.0 if float(model.head.alpha[-1]) >= 0 else -1.0
+    keys = sign * model.head.keys[-1].weight.t()  # [classes, d]
     unit = keys / (keys * keys).sum(1, keepdim=True).clamp_min(1e-12)
     g = torch.Generator().manual_seed(seed)
     plain, toward, away, acc = [], [], [], {"plain": 0, "toward": 0, "away": 0}
@@ -164,6 +166,8 @@ def build_report(model: GattaNet, data: ImageSet, indices: torch.Tensor, out: Pa
             report["lesions"] = {p: correct[p].float().mean().item() for p in patterns}
     echo("top-down attention (query_bias)")
     report["top_down"] = top_down_effect(model, data, indices, device=device)
+    report["top_down_strengths"] = [top_down_effect(model, data, indices, strength=s, device=device)
+                                    for s in (0.1, 1.0)]
     echo("query space")
     labels = data.labels[indices].numpy()
     queries = collect_queries(model, data, indices, device)
@@ -209,7 +213,12 @@ def markdown(report: dict, kinds) -> str:
               f"{td['true_prob_plain']:.4f} plain, {td['true_prob_toward_true']:.4f} biased towards the true class "
               f"(raised for {100 * td['share_raised_toward_true']:.1f}% of images), {td['true_prob_toward_wrong']:.4f} "
               f"biased towards a wrong class; accuracy {100 * td['acc_plain']:.2f}% / {100 * td['acc_toward_true']:.2f}% / "
-              f"{100 * td['acc_toward_wrong']:.2f}%.", "",
+              f"{100 * td['acc_toward_wrong']:.2f}%."]
+    for other in report.get("top_down_strengths", []):
+        lines.append(f"At strength {other['strength']}: true-class probability {other['true_prob_plain']:.4f} -> "
+                     f"{other['true_prob_toward_true']:.4f} (towards the true class) / {other['true_prob_toward_wrong']:.4f} "
+                     f"(towards a wrong class); accuracy {100 * other['acc_toward_true']:.2f}% / {100 * other['acc_toward_wrong']:.2f}%.")
+    lines += ["",
               f"Query space: a linear probe on q_avg predicts the class with {100 * qs['class_probe_acc']:.1f}% accuracy"
               + (f" and animal vs vehicle with {100 * qs['vehicle_probe_acc']:.1f}% (majority {100 * max(qs['vehicle_share'], 1 - qs['vehicle_share']):.1f}%)"
                  if "vehicle_probe_acc" in qs else "") + " (5-fold cross-validation).", "",
