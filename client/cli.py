@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from gatta.lesion import LesionError
+from gatta.lesion import LesionError, full_pattern
 
 from .client import ClientError, GattaClient
 from .images import expand_paths
@@ -180,7 +180,7 @@ def info(url, protocol, model, timeout, metrics_port, as_json):
     click.echo(f"model       {i.name} ({i.flavour} flavour{', baseline' if i.baseline else ''})")
     click.echo(f"input       image 3x{i.image_size}x{i.image_size} FP32 in [0,1], max batch {i.max_batch_size}")
     click.echo(f"classes     {len(i.labels)}: {', '.join(i.labels[:10])}{' ...' if len(i.labels) > 10 else ''}")
-    click.echo(f"attention   d={i.d}, lesion pattern {''.join('c' if k == 'conv' else 'd' for k in i.kinds)}")
+    click.echo(f"attention   d={i.d}, lesion pattern {full_pattern(i.kinds)}")
     for layer in i.layers:
         click.echo(f"  {layer.name:<10} {layer.kind:<6} gatta map {'x'.join(map(str, layer.shape))}")
     click.echo(f"outputs     {', '.join(i.outputs)}")

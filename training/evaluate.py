@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from gatta.lesion import parse_lesion, single_layer_patterns
+from gatta.lesion import full_pattern, parse_lesion, single_layer_patterns
 
 from .data import ImageSet
 from .model import GattaNet
@@ -40,7 +40,7 @@ def run_evaluation(model: GattaNet, data: ImageSet, indices: torch.Tensor, noise
                "gain": paired_bootstrap(correct["baseline"], correct["gattanet"])}
         row["lesions"] = {p: correct[p].float().mean().item() for p in patterns}
         rows.append(row)
-    return {"layers": model.layer_names, "full_pattern": "".join("c" if k == "conv" else "d" for k in kinds),
+    return {"layers": model.layer_names, "full_pattern": full_pattern(kinds),
             "rows": rows}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gatta.lesion import parse_lesion, single_layer_patterns
+from gatta.lesion import full_pattern, parse_lesion, single_layer_patterns
 
 from .data import ImageSet, batches
 from .evaluate import paired_bootstrap
@@ -180,7 +180,7 @@ def build_report(model: GattaNet, data: ImageSet, indices: torch.Tensor, out: Pa
                 title="accuracy under noise (paper Fig. 2a)")
     acc = report["accuracy"]
     bar_figure(patterns, [report["lesions"][p] for p in patterns],
-               {f"full ({''.join('c' if k == 'conv' else 'd' for k in kinds)})": acc["gattanet_acc"],
+               {f"full ({full_pattern(kinds)})": acc["gattanet_acc"],
                 "baseline (" + "." * len(kinds) + ")": acc["baseline_acc"]}, out / "lesions.png")
     if umap:
         echo("UMAP")
@@ -193,7 +193,7 @@ def build_report(model: GattaNet, data: ImageSet, indices: torch.Tensor, out: Pa
 def markdown(report: dict, kinds) -> str:
     acc = report["accuracy"]
     g = acc["gain"]
-    full = "".join("c" if k == "conv" else "d" for k in kinds)
+    full = full_pattern(kinds)
     lines = [f"Validation images: {report['n']}", "",
              "| model | accuracy |", "|---|---|",
              f"| frozen baseline (`{'.' * len(kinds)}`) | {100 * acc['baseline_acc']:.2f}% |",
