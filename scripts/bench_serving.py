@@ -69,6 +69,7 @@ def main():
     parser.add_argument("--ckpt", type=Path, default=ROOT / "models" / "cifar10-toy-d16.pt")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads, in-process and in Triton")
+    parser.add_argument("--instances", type=int, default=1, help="Triton model instances; threads are split between them")
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--quick", action="store_true", help="fewer requests per row")
     parser.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from an earlier run's JSON")
@@ -90,8 +91,8 @@ def main():
     repos = {}
     for batching in (True, False):
         repo = work / ("batching" if batching else "no-batching")
-        export_checkpoint(args.ckpt, ExportOptions(out=repo, flavour="python", threads=args.threads,
-                                                   dynamic_batching=batching, encoded=batching))
+        export_checkpoint(args.ckpt, ExportOptions(out=repo, flavour="python", threads=max(1, args.threads // args.instances),
+                                                   instances=args.instances, dynamic_batching=batching, encoded=batching))
         repos[batching] = repo
     session = ort_session(repos[True] / "gatta" / "1" / "model.onnx", "all", args.threads, spinning=False)
     in_proc = {}
@@ -132,7 +133,7 @@ def main():
                              vs_in_process=r["images_per_s"] / in_proc[1]["images_per_s"])
                     rows.append(r)
             memory = server.memory_rss()
-    result = {"machine": machine(), "in_process": in_proc, "onnx": table, "triton": rows, "server_rss_bytes": memory}
+    result = {"machine": machine(), "instances": args.instances, "in_process": in_proc, "onnx": table, "triton": rows, "server_rss_bytes": memory}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
     args.out.write_text(render(result, args))
@@ -162,7 +163,10 @@ def render(result: dict, args) -> str:
               "Where GAttANet's time goes under ORT_ENABLE_ALL at batch 64 (ORT profiler, share of kernel time): " +
               ", ".join(f"{op} {s:.1%}" for op, s in list(t["profile"].items())[:8]) + ".", ""]
     ip = result["in_process"]
+    inst = result.get("instances", 1)
     lines += ["## Triton (python flavour, CPU) vs in-process ONNX Runtime", "",
+              f"Triton runs {inst} model instance{'s' if inst > 1 else ''} with "
+              f"{max(1, t['threads'] // inst)} ONNX Runtime thread{'s' if t['threads'] // inst > 1 else ''} each.", "",
               f"In-process ONNX Runtime ({t['threads']} threads, same graph, back to back): batch 1 "
               f"{ip[1]['images_per_s']:.0f} img/s ({ip[1]['latency_ms']:.2f} ms), batch 16 {ip[16]['images_per_s']:.0f} img/s.", "",
               "| batching | protocol | input | batch | concurrency | img/s | % of in-process | p50 ms | p90 ms | p99 ms | queue ms | compute ms | server batch | client CPU s | failures |",
