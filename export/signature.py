@@ -51,6 +51,6 @@ def signature_for(model, baseline: bool = False) -> ModelSignature:
         # logits layer's key K[c] moves class c's agreement; whether more agreement amplifies
         # or damps the logit depends on the sign of that layer's alpha, so it is folded in
         # here. A client adding s * dir[c] / |dir[c]|^2 to q_avg (query_bias) favours class c.
-        sign = 1.0 if float(model.head.alpha[-1]) >= 0 else -1.0
+        sign = 1.0 if model.head.alpha[-1].item() >= 0 else -1.0
         class_keys = (sign * model.head.keys[-1].weight.detach().t()).tolist()
     return ModelSignature(inputs, outputs, list(cfg.class_names), layers, size, cfg.d, baseline, class_keys)

@@ -47,7 +47,7 @@ def top_down_effect(model: GattaNet, data: ImageSet, indices: torch.Tensor, stre
     of the logits layer) * K_c, as the exported metadata and the client do) and, for
     contrast, towards a random wrong class; report the true class's probability."""
     model.eval()
-    sign = 1.0 if float(model.head.alpha[-1]) >= 0 else -1.0
+    sign = 1.0 if model.head.alpha[-1].item() >= 0 else -1.0
     keys = sign * model.head.keys[-1].weight.t()  # [classes, d]
     unit = keys / (keys * keys).sum(1, keepdim=True).clamp_min(1e-12)
     g = torch.Generator().manual_seed(seed)
