@@ -196,7 +196,8 @@ def render(result: dict, args) -> str:
               "  --input-data zero --shape image:3,32,32 --shape lesion_mask:5 --shape query_bias:16 \\",
               "  --percentile 99 --collect-metrics -f perf.csv", "```", "",
               "`gatta-client bench --protocol grpc --batch-size 16 --concurrency 8 --requests 2000` is the equivalent "
-              "closed-loop load from our own client.", ""]
+              "closed-loop load from our own client.", "",
+              "How instances and threads compare, and why 2 x 1 is the default here: see docs/serving.md.", ""]
     return "\n".join(lines)
 
 
