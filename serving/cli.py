@@ -99,7 +99,7 @@ def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_f
         if dead and not stopping:
             click.echo(f"python-backend stub of {', '.join(dead)} died (Triton keeps reporting ready but fails "
                        "its requests); restarting tritonserver", err=True)
-            server.stop(30)
+            server.stop(10)  # a model with a dead stub never unloads: don't wait Triton's full exit timeout
             try:
                 server = start_server(model_repository, host, server.http_port, server.grpc_port, server.metrics_port,
                                       log_file, wait=timeout, binary=binary)

@@ -182,7 +182,7 @@ class TritonProcess:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)  # the server and its stubs
                 self.process.wait()
         return self.process.returncode
 

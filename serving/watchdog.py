@@ -32,14 +32,19 @@ def stub_processes(server: TritonProcess) -> dict[int, str]:
     return stubs
 
 
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"  # gone
+
+
 def dead_stubs(server: TritonProcess, known: dict[int, str]) -> list[str]:
-    """Instance names whose stub process is gone (or a zombie) while the server runs."""
-    dead = []
-    for pid, instance in known.items():
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            state = "X"
-        if state in ("Z", "X"):
-            dead.append(instance)
-    return dead
+    """Instance names whose stub died while the server runs: a known stub that is gone or a
+    zombie, or any zombie child of the server (Triton never reaps a dead stub, and a stub
+    that died before ``known`` was taken has no command line left to name it)."""
+    dead = {known[pid] for pid in known if _state(pid) in ("Z", "X")}
+    for pid in server.pids():
+        if pid != server.process.pid and _state(pid) == "Z":
+            dead.add(known.get(pid, f"python-backend stub pid {pid}"))
+    return sorted(dead)

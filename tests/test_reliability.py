@@ -99,6 +99,8 @@ def test_triton_alone_keeps_reporting_ready_after_its_stub_dies(tiny_export, tmp
         with pytest.raises(Exception, match="not healthy"):
             _infer_once(client)
         assert dead_stubs(server, stubs) == ["gatta_0_0"]
+        # a stub that died before the watchdog's first look is found too (as a zombie child)
+        assert [name.startswith("python-backend stub pid") for name in dead_stubs(server, {})] == [True]
         assert client.is_server_ready() and client.is_model_ready("gatta")  # it still says ready
         client.close()
     finally:
@@ -118,7 +120,7 @@ def test_gatta_serve_restarts_the_server_when_a_stub_dies(tiny_export, tmp_path)
         client.close()
         stub = next(p for p in _descendants(serve.pid) if " gatta_0_0 " in _cmdline(p))
         os.kill(stub, signal.SIGKILL)
-        deadline, probs = time.monotonic() + 120, None
+        deadline, probs = time.monotonic() + 240, None
         while time.monotonic() < deadline and probs is None:
             client = httpclient.InferenceServerClient(url)
             try:
@@ -127,11 +129,16 @@ def test_gatta_serve_restarts_the_server_when_a_stub_dies(tiny_export, tmp_path)
                 time.sleep(0.5)
             finally:
                 client.close()
-        assert probs is not None and np.abs(probs - reference).max() <= 1e-6
     finally:
         serve.send_signal(signal.SIGTERM)
-        out, err = serve.communicate(timeout=90)
-    assert "gatta_0_0 died" in err and "restarted and ready" in err
+        try:
+            out, err = serve.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            out, err = serve.communicate()
+    assert probs is not None, err[-2000:]
+    assert np.abs(probs - reference).max() <= 1e-6
+    assert " died " in err and "restarted and ready" in err
     assert serve.returncode == 0
 
 
