@@ -14,7 +14,7 @@ from PIL import Image
 
 from gatta.client.soak import run_soak
 from gatta.export.verify import ort_session
-from gatta.serving.launcher import free_port, start_server
+from gatta.serving.launcher import descendants, free_port, start_server
 from gatta.serving.watchdog import dead_stubs, stub_processes
 
 
@@ -118,7 +118,7 @@ def test_gatta_serve_restarts_the_server_when_a_stub_dies(tiny_export, tmp_path)
         client = httpclient.InferenceServerClient(url)
         reference = _infer_once(client)
         client.close()
-        stub = next(p for p in _descendants(serve.pid) if " gatta_0_0 " in _cmdline(p))
+        stub = next(p for p in descendants(serve.pid) if " gatta_0_0 " in _cmdline(p))
         os.kill(stub, signal.SIGKILL)
         deadline, probs = time.monotonic() + 240, None
         while time.monotonic() < deadline and probs is None:
@@ -154,23 +154,6 @@ def _wait_ready(url, timeout=120):
             pass
         time.sleep(0.3)
     raise TimeoutError(url)
-
-
-def _descendants(pid):
-    from pathlib import Path
-
-    children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            children.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            pass
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
 
 
 def _cmdline(pid: int) -> str:
