@@ -107,6 +107,8 @@ def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_f
                 raise click.ClickException(f"restart failed: {exc}") from None
             stubs = stub_processes(server)
             click.echo("tritonserver restarted and ready", err=True)
+            if stopping:  # a signal that arrived mid-restart went to the old process
+                server.process.send_signal(signal.SIGTERM)
     if code != 0:
         click.echo(f"tritonserver exited with status {code}; last log lines:\n{server.log_tail(15)}", err=True)
     sys.exit(code)
