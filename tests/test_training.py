@@ -110,3 +110,14 @@ def test_resume_continues_where_the_run_stopped(tmp_path):
     a = torch.load(tmp_path / "last.pt", weights_only=True)["state_dict"]["head.alpha"]
     b = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["state_dict"]["head.alpha"]
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_resume_applies_the_learning_rate_asked_for(tmp_path):
+    data = synthetic_images(96, 4, 16, seed=3)
+    opts = dict(stage="head", out_dir=tmp_path, batch_size=32, augmentation=False, progress=False)
+    fit(make_model(alpha=0.1), data, torch.arange(64), torch.arange(64, 96), FitOptions(epochs=1, lr=1e-2, **opts))
+    fit(make_model(alpha=0.1), data, torch.arange(64), torch.arange(64, 96),
+        FitOptions(epochs=2, lr=1e-3, resume=True, **opts))
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["optimizer"]
+    assert [g["lr"] for g in saved["param_groups"]] == [1e-3]
+    assert [json.loads(l)["lr"] for l in open(tmp_path / "log.jsonl")] == [1e-2, 1e-3]

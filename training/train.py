@@ -162,6 +162,12 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
         optimizer.load_state_dict(payload["optimizer"])
         meta = payload["meta"]
         start_epoch, best, stale = meta["epoch"] + 1, meta["best"], meta["stale"]
+        # Adam's saved state carries the old learning rate; the one asked for now wins, so a run
+        # can be resumed with a lower rate once it plateaus.
+        for group in optimizer.param_groups:
+            if group["lr"] != opts.lr and rank == 0:
+                print(f"learning rate {group['lr']:g} -> {opts.lr:g}")
+            group["lr"] = opts.lr
         if "rng_state" in payload:
             torch.set_rng_state(payload["rng_state"])
         if rank == 0:
@@ -199,7 +205,8 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
         loss_sum, correct, seen_all = _all_sum([loss_sum, correct, float(seen)], opts.device)
         metrics = {"epoch": epoch, "train_loss": loss_sum / seen_all, "train_acc": correct / seen_all,
                    **_validate(model, data, val_idx, opts, rank, world),
-                   "seconds": round(seconds, 2), "images_per_s": round(seen_all / seconds, 1)}
+                   "seconds": round(seconds, 2), "images_per_s": round(seen_all / seconds, 1),
+                   "lr": optimizer.param_groups[0]["lr"]}
         if opts.stage == "head":
             metrics["alpha"] = [round(a, 5) for a in model.head.alpha.tolist()]
         improved = metrics["val_acc"] > best["val_acc"]
