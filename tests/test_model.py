@@ -130,6 +130,12 @@ def test_toy_parameter_counts_match_table_1(classes, d, backbone_params, attenti
     assert counts == {"backbone_params": backbone_params, "attention_params": attention_params}
 
 
+def test_wider_toy_control_matches_toy_plus_head_parameters():
+    wide = GattaNet(GattaConfig(backbone="toy-wide", d=16)).parameter_counts()["backbone_params"]
+    assert wide == 636_462  # vs 620,362 + 15,845 = 636,207: matched within 0.05%
+    assert abs(wide - (620_362 + 15_845)) / wide < 5e-4
+
+
 def test_resnet18_head_is_sized_from_reported_channels():
     model = GattaNet(GattaConfig(backbone="resnet18", num_classes=7, d=8, image_size=64))
     assert [(t.name, t.kind, t.shape) for t in model.taps] == [

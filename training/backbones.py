@@ -66,10 +66,18 @@ class StagedBackbone(nn.Module):
         return taps
 
 
-def build_toy(num_classes: int, image_size: int = 32, dropout: float = 0.2) -> StagedBackbone:
+TOY_CHANNELS = (32, 64, 128)
+# The paper's control: the toy model with a few more conv channels, so that the backbone alone
+# has as many parameters as toy + d=16 head (636,462 vs 620,362 + 15,845 = 636,207).
+TOY_WIDE_CHANNELS = (33, 65, 131)
+
+
+def build_toy(num_classes: int, image_size: int = 32, dropout: float = 0.2,
+              channels: tuple[int, int, int] = TOY_CHANNELS) -> StagedBackbone:
     """The paper's toy model: 3 conv (32/64/128, 3x3 same, ReLU, 2x2 max-pool, dropout 0.2),
     dense 256 + ReLU, dense to classes. Taps: conv maps after ReLU (before pooling), dense-256
     after ReLU, logits before softmax. 620,362 parameters for 10 classes."""
+    c1, c2, c3 = channels
 
     def conv(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU()]
@@ -77,11 +85,11 @@ def build_toy(num_classes: int, image_size: int = 32, dropout: float = 0.2) -> S
     def pool() -> list[nn.Module]:
         return [nn.MaxPool2d(2), nn.Dropout(dropout)]
 
-    flat = 128 * (image_size // 8) ** 2
+    flat = c3 * (image_size // 8) ** 2
     stages = [
-        nn.Sequential(*conv(3, 32)),
-        nn.Sequential(*pool(), *conv(32, 64)),
-        nn.Sequential(*pool(), *conv(64, 128)),
+        nn.Sequential(*conv(3, c1)),
+        nn.Sequential(*pool(), *conv(c1, c2)),
+        nn.Sequential(*pool(), *conv(c2, c3)),
         nn.Sequential(*pool(), nn.Flatten(), nn.Linear(flat, 256), nn.ReLU()),
         nn.Sequential(nn.Dropout(dropout), nn.Linear(256, num_classes)),
     ]
@@ -114,6 +122,9 @@ def build_resnet(arch: str, num_classes: int, weights: str | Path | None = None)
 
 BACKBONES: dict[str, Callable[..., StagedBackbone]] = {
     "toy": lambda num_classes, image_size=32, weights=None: build_toy(num_classes, image_size),
+    "toy-wide": lambda num_classes, image_size=32, weights=None: build_toy(
+        num_classes, image_size, channels=TOY_WIDE_CHANNELS
+    ),
     "resnet18": lambda num_classes, image_size=224, weights=None: build_resnet(
         "resnet18", num_classes, weights
     ),
@@ -129,8 +140,13 @@ HEAD_DEFAULTS = {
 }
 
 
+def is_toy(backbone: str) -> bool:
+    """The toy family (trained here from scratch, 32x32 inputs) as opposed to the ResNets."""
+    return backbone.startswith("toy")
+
+
 def head_defaults(backbone: str) -> dict:
-    return HEAD_DEFAULTS["toy" if backbone == "toy" else "resnet"]
+    return HEAD_DEFAULTS["toy" if is_toy(backbone) else "resnet"]
 
 
 def build_backbone(name: str, num_classes: int, image_size: int, weights=None) -> StagedBackbone:

@@ -16,7 +16,7 @@ require("torch", "train")
 
 import torch  # noqa: E402
 
-from .backbones import BACKBONES, head_defaults  # noqa: E402
+from .backbones import BACKBONES, head_defaults, is_toy  # noqa: E402
 from .checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from .config import GattaConfig  # noqa: E402
 from .data import DataError, ImageSet, channel_stats, load_images, stratified_split, synthetic_images  # noqa: E402
@@ -109,7 +109,9 @@ def _setup(threads, seed):
 
 @main.command()
 @common_options
-@click.option("--backbone", type=click.Choice(["toy"]), default="toy", show_default=True)
+@click.option("--backbone", type=click.Choice(["toy", "toy-wide"]), default="toy", show_default=True,
+              help="toy-wide: the paper's control, conv channels 33/65/131 so that the backbone "
+                   "alone has the parameters of toy + a d=16 head.")
 @click.option("--image-size", type=int, default=32, show_default=True)
 @friendly_errors
 def backbone(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed,
@@ -193,7 +195,7 @@ def head(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_a
     best = fit(model, dataset, train_idx, val_idx, FitOptions(
         stage="head", out_dir=out, epochs=epochs, batch_size=batch_size or defaults["batch_size"],
         lr=lr or defaults["lr"], l2=defaults["weight_decay"] if l2 is None else l2,
-        patience=(500 if cfg.backbone == "toy" else 1) if patience is None else patience,
+        patience=(500 if is_toy(cfg.backbone) else 1) if patience is None else patience,
         augmentation=not no_augment, seed=seed, device=device, resume=resume, extra_meta=meta))
     if dist_info()[0] == 0:
         click.echo(f"best epoch {best.get('epoch')}: val_acc {best['val_acc']:.4f} "
@@ -247,7 +249,7 @@ def report(ckpt, data, out, noise, no_umap, device, num_workers):
 @click.option("--json", "as_json", is_flag=True)
 def summary(backbone, num_classes, d, image_size, as_json):
     """Parameter counts and attached layers of a model, without training it."""
-    size = image_size or (32 if backbone == "toy" else 224)
+    size = image_size or (32 if is_toy(backbone) else 224)
     model = GattaNet(GattaConfig(backbone=backbone, num_classes=num_classes, d=d, image_size=size))
     counts = model.parameter_counts()
     layers = [{"name": t.name, "kind": t.kind, "shape": list(t.shape)} for t in model.taps]
