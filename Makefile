@@ -37,6 +37,8 @@ soak: install
 # Minutes: the paper's analyses on the shipped model -> docs/results/ (figures, tables, results.json)
 report: install
 	$(BIN)/gatta-train report --ckpt $(MODEL) --data $(DATA) --out docs/results
+	$(BIN)/gatta-train curves models/cifar10-toy-backbone.log.jsonl models/cifar10-toy-d16.log.jsonl \
+		--out docs/results/training.png > docs/results/training.md
 
 # Heavy: retrains the shipped default model (hours on 2 CPU cores, minutes on a GPU).
 train-default: install

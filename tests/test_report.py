@@ -45,3 +45,32 @@ def test_query_space_probe_separates_clean_clusters():
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     result = query_space(queries, labels, names)
     assert result["class_probe_acc"] > 0.9 and result["vehicle_share"] == 0.4
+
+
+def test_training_curves_summary_and_cli(tmp_path):
+    import subprocess
+    import sys
+
+    from gatta.training.curves import read_log, summarize
+
+    log = tmp_path / "head" / "log.jsonl"
+    log.parent.mkdir()
+    accs = [0.70, 0.74, 0.72, 0.75, 0.73]
+    rows = [{"epoch": e, "val_acc": a, "val_baseline_acc": 0.72} for e, a in enumerate(accs, 1)]
+    # a resumed run repeats epoch 5: the later record wins
+    log.write_text("\n".join(json.dumps(r) for r in rows + [{"epoch": 5, "val_acc": 0.71, "val_baseline_acc": 0.72}]) + "\n")
+    s = summarize(read_log(log), last=3)
+    assert (s["epochs"], s["best_epoch"], s["best_val_acc"]) == (5, 4, 0.75)
+    assert s["mean_val_acc_last"] == pytest.approx((0.72 + 0.75 + 0.71) / 3)
+    assert s["mean_gain_last"] == pytest.approx((0.00 + 0.03 - 0.01) / 3)
+    assert s["share_above_baseline"] == pytest.approx(2 / 5)
+    png = tmp_path / "curves.png"
+    r = subprocess.run([sys.executable, "-m", "gatta.training.cli", "curves", str(log), "--last", "3", "--out", str(png)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "| head | 5 | 75.00% (4) | 72.67% (last 3) | +0.67 points | 40% |" in r.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"loss": 1}\n')
+    r = subprocess.run([sys.executable, "-m", "gatta.training.cli", "curves", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 1 and "not a gatta-train log" in r.stderr and "Traceback" not in r.stderr

@@ -242,6 +242,37 @@ def report(ckpt, data, out, noise, no_umap, device, num_workers):
 
 
 @main.command()
+@click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the curves as a PNG here.")
+@click.option("--last", default=20, show_default=True, help="Average over this many final epochs.")
+@click.option("--json", "as_json", is_flag=True)
+def curves(logs, out, last, as_json):
+    """Validation accuracy per epoch from training logs (log.jsonl): best epoch, mean of the
+    last epochs, and for head runs the mean gain over the frozen baseline.
+
+    \b
+      gatta-train curves models/cifar10-toy-backbone.log.jsonl models/cifar10-toy-d16.log.jsonl --out curves.png
+    """
+    from .curves import curves_figure, markdown, read_log, summarize
+
+    def run_name(path: Path) -> str:
+        return path.parent.name if path.name == "log.jsonl" else path.name.removesuffix(".jsonl").removesuffix(".log")
+
+    try:
+        names = [run_name(p) for p in logs]
+        names = [n if names.count(n) == 1 else str(p) for n, p in zip(names, logs)]
+        runs = {n: read_log(p) for n, p in zip(names, logs)}
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+    summaries = {name: summarize(rows, last) for name, rows in runs.items()}
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        curves_figure(runs, out)
+    click.echo(json.dumps(summaries, indent=2) if as_json else markdown(summaries), nl=False)
+
+
+@main.command()
 @click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="toy", show_default=True)
 @click.option("--num-classes", default=10, show_default=True)
 @click.option("--d", "d", default=16, show_default=True)
