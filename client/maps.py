@@ -1,6 +1,9 @@
-"""Figure-3-style pictures of one classification: the image, each conv layer's gatta map as a
-heat map (diverging colours centred on 0: red = attention raises the unit, blue = lowers it),
-each dense layer as a bar plot, the predicted class highlighted on the logits layer."""
+"""Figure-3-style pictures of one classification: the image, then per attached layer what
+attention did to it: the modulation alpha * gatta (a unit is scaled by 1 + alpha * gatta), so
+red = attention raises the unit, blue = lowers it, whatever the sign of that layer's alpha.
+Conv layers as heat maps centred on 0, dense layers as bar plots, the predicted class
+highlighted on the logits layer. Repositories exported without alphas show raw gatta
+(agreement with q_avg) instead."""
 
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ def maps_figure(result: Classification, info: ModelInfo, image, path: str | Path
     axes[0].axis("off")
     for ax, layer in zip(axes[1:], layers):
         g = np.asarray(result.gatta[layer.name])
+        if layer.alpha is not None:
+            g = layer.alpha * g
         if layer.kind == "conv":
             lim = float(np.abs(g).max()) or 1.0
             im = ax.imshow(g, cmap="RdBu_r", vmin=-lim, vmax=lim)
@@ -42,7 +47,7 @@ def maps_figure(result: Classification, info: ModelInfo, image, path: str | Path
             ax.tick_params(labelsize=6)
             if is_logits and len(g) <= 20:
                 ax.set_xticks(range(len(g)), info.labels, rotation=90, fontsize=6)
-        ax.set_title(f"gatta {layer.name}", fontsize=9)
+        ax.set_title(f"{layer.name}: {'alpha*gatta' if layer.alpha is not None else 'gatta'}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ class LayerInfo:
     name: str
     kind: str  # conv | dense
     shape: list[int]  # gatta map shape per image
+    alpha: float | None = None  # modulation strength: a unit is scaled by 1 + alpha * gatta
 
 
 @dataclass

@@ -53,4 +53,7 @@ def signature_for(model, baseline: bool = False) -> ModelSignature:
         # here. A client adding s * dir[c] / |dir[c]|^2 to q_avg (query_bias) favours class c.
         sign = 1.0 if model.head.alpha[-1].item() >= 0 else -1.0
         class_keys = (sign * model.head.keys[-1].weight.detach().t()).tolist()
+        # alpha tells a reader of the gatta maps which way agreement moves each layer's units
+        for layer, alpha in zip(layers, model.head.alpha.tolist()):
+            layer["alpha"] = alpha
     return ModelSignature(inputs, outputs, list(cfg.class_names), layers, size, cfg.d, baseline, class_keys)

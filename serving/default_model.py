@@ -1,5 +1,6 @@
 """The bundled default model, exported on first use into a cache folder and re-exported
-whenever the checkpoint's bytes change (the folder name carries their hash)."""
+whenever the checkpoint's bytes or the exporter's code change (the folder name carries a hash
+of both, so an upgraded gattanet never serves a repository written by an older exporter)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,21 @@ from gatta.models import DEFAULT_CHECKPOINT as BUNDLED_CHECKPOINT
 from .launcher import cache_root
 
 
+def source_digest(folder: Path) -> str:
+    """Hash of the code files below ``folder`` (names and bytes)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).rglob("*") if p.suffix in (".py", ".pbtxt", ".json") and p.is_file()):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def checkpoint_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    """Hash of the checkpoint's bytes and the exporter's code that turns them into a repository."""
+    import gatta.export
+
+    h = hashlib.sha256(Path(path).read_bytes())
+    h.update(source_digest(Path(gatta.export.__file__).parent).encode())
+    return h.hexdigest()[:16]
 
 
 def default_repository(ckpt: Path = BUNDLED_CHECKPOINT, flavour: str = "python", echo=print) -> Path:

@@ -29,11 +29,16 @@ def _client(triton, protocol="http", **kw):
     return GattaClient(triton.http_url if protocol == "http" else triton.grpc_url, protocol, **kw)
 
 
-def test_reads_everything_from_the_server(triton):
+def test_reads_everything_from_the_server(triton, tiny_export):
+    from gatta.training.checkpoint import load_checkpoint
+
+    alphas = load_checkpoint(tiny_export[1])[0].head.alpha.tolist()
     with _client(triton) as c:
         assert c.info.image_size == 16 and c.info.d == 8 and c.info.flavour == "python"
         assert [l.name for l in c.info.layers] == ["conv1", "conv2", "conv3", "dense1", "logits"]
         assert c.info.labels == [f"class_{i}" for i in range(4)] and c.info.class_keys.shape == (4, 8)
+        # the maps show alpha * gatta, so each layer's alpha travels with the model
+        assert [l.alpha for l in c.info.layers] == pytest.approx(alphas, abs=1e-7)
 
 
 def test_http_and_grpc_equal_and_match_onnx_runtime(triton, tiny_export, images):

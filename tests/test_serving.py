@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,6 +194,21 @@ def test_native_flavour_refused_here_with_one_line(tmp_path):
 def test_missing_repository_is_one_line(tmp_path):
     with pytest.raises(LaunchError, match="does not exist"):
         start_server(tmp_path / "nowhere")
+
+
+def test_exporter_code_is_part_of_the_cache_key(tmp_path):
+    import shutil
+
+    import gatta.export
+    from gatta.serving.default_model import source_digest
+
+    code = tmp_path / "export"
+    shutil.copytree(Path(gatta.export.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
+    before = source_digest(code)
+    assert before == source_digest(Path(gatta.export.__file__).parent)
+    with open(code / "signature.py", "a") as f:
+        f.write("# changed\n")
+    assert source_digest(code) != before
 
 
 def test_default_repository_is_exported_once_and_again_when_the_checkpoint_changes(tmp_path, monkeypatch):
