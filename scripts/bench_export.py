@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from gatta.export.benchmark import in_process_table, profile_ops
+from gatta.training.backbones import is_toy
 from gatta.training.checkpoint import load_checkpoint
 from gatta.training.config import GattaConfig
 from gatta.training.model import GattaNet
@@ -50,7 +51,7 @@ def main():
     if args.ckpt:
         model, _ = load_checkpoint(args.ckpt)
     else:
-        size = 32 if args.backbone == "toy" else 224
+        size = 32 if is_toy(args.backbone) else 224
         torch.manual_seed(0)
         model = GattaNet(GattaConfig(backbone=args.backbone, num_classes=10 if size == 32 else 1000,
                                      image_size=size, alpha_init=0.1)).eval()

@@ -14,6 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from gatta.training.backbones import is_toy
 from gatta.training.config import GattaConfig
 from gatta.training.model import GattaNet
 from gatta.training.train import trainable_parameters
@@ -38,7 +39,7 @@ def main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    size = args.image_size or (32 if args.backbone == "toy" else 224)
+    size = args.image_size or (32 if is_toy(args.backbone) else 224)
     torch.manual_seed(0)
     model = GattaNet(GattaConfig(backbone=args.backbone, num_classes=10, image_size=size, alpha_init=0.1))
     x = torch.rand(args.batch, 3, size, size)
@@ -80,7 +81,7 @@ def main():
     rows = [("GAttANet forward (eval, no grad)", gatta_forward),
             ("head train step (fp32)", head_step(x)),
             ("head train step (bf16 autocast)", head_step(x, True))]
-    if args.backbone == "toy":  # channels-last memory format for the convolutions and pooling
+    if is_toy(args.backbone):  # channels-last memory format for the convolutions and pooling
         xc = x.contiguous(memory_format=torch.channels_last)
         rows.append(("head train step (channels-last)", head_step(xc)))
         rows.append(("head train step (channels-last, bf16)", head_step(xc, True)))

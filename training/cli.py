@@ -263,8 +263,8 @@ def curves(logs, out, last, as_json):
         names = [run_name(p) for p in logs]
         names = [n if names.count(n) == 1 else str(p) for n, p in zip(names, logs)]
         runs = {n: read_log(p) for n, p in zip(names, logs)}
-    except (ValueError, json.JSONDecodeError) as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     summaries = {name: summarize(rows, last) for name, rows in runs.items()}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

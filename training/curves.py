@@ -9,7 +9,10 @@ from pathlib import Path
 
 
 def read_log(path: Path) -> list[dict]:
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    try:
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not a gatta-train log (line {exc.lineno} is not JSON)") from None
     if not rows or any("epoch" not in r or "val_acc" not in r for r in rows):
         raise ValueError(f"{path}: not a gatta-train log (one JSON object per epoch with epoch, val_acc)")
     # A run resumed from an earlier last.pt may repeat epochs: the later record wins.
