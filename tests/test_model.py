@@ -164,6 +164,39 @@ def test_batchnorm_head_folds_exactly_in_eval():
         torch.testing.assert_close(folded.gatta[name], maps.gatta[name], atol=1e-4, rtol=1e-4)
 
 
+def naive_iterations(model: GattaNet, image, steps: int):
+    """T attention steps as the paper describes them: every step is a full forward from the
+    image, each attached layer modulated by the gatta computed from the previous forward's
+    activations (the previous step's modulated ones), so no modulation compounds."""
+    acts = pass1_acts(model, image)
+    alpha = model.head.alpha
+    for _ in range(steps):
+        _, g_ref = naive_gatta(model, acts)
+        h = model.normalize(image)
+        new_acts = []
+        for i, stage in enumerate(model.backbone.stages):
+            h = stage(h)
+            g = g_ref[i].unsqueeze(1) if h.dim() == 4 else g_ref[i]
+            h = h * (1 + alpha[i] * g)
+            new_acts.append(h)
+        acts = new_acts
+    return h, g_ref
+
+
+@pytest.mark.parametrize("steps", [2, 3])
+def test_iterations_match_a_step_by_step_reference(steps):
+    model = tiny_model(num_classes=3, iterations=steps, d=3)
+    image = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        out = model(image, return_maps=True)
+        ref_logits, ref_gattas = naive_iterations(model, image, steps)
+        one_step = naive_iterations(model, image, 1)[0]
+    torch.testing.assert_close(out.logits, ref_logits, atol=1e-4, rtol=1e-4)
+    for got, ref in zip(out.gatta.values(), ref_gattas):
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+    assert (ref_logits - one_step).abs().max() > 1e-3  # the extra steps do change the result
+
+
 def test_more_iterations_change_the_result_and_keep_shapes():
     one = tiny_model()
     two = tiny_model(iterations=2)

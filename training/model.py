@@ -99,15 +99,19 @@ class GattaNet(nn.Module):
                 h = stage(h)
                 acts.append(h)
         baseline_logits = h
+        # Stage 0 (everything up to the first attached layer) is identical in every pass:
+        # each step restarts from its unmodulated output, so its modulation never compounds.
+        stage0 = acts[0]
 
         for _ in range(self.config.iterations):
             q_avg = self.head.global_query(acts)
             if query_bias is not None:
                 q_avg = q_avg + query_bias
             gattas = self.head.agreement(acts, q_avg)
-            # Next pass: stage 0 is identical in every pass, so restart from its output.
+            # Next pass, reading this step's attention; activations of this pass feed the
+            # next step's attention.
             new_acts = []
-            h = acts[0]
+            h = stage0
             for i, stage in enumerate(stages):
                 if i > 0:
                     h = stage(h)
