@@ -13,6 +13,7 @@ COPY training/ training/
 COPY export/ export/
 COPY serving/ serving/
 COPY client/ client/
+COPY bench/ bench/
 COPY models/ models/
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu \

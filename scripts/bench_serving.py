@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import tritonclient.http as httpclient
 
-from gatta.export.benchmark import in_process_table, measure, profile_ops
+from gatta.bench.graphs import in_process_table, measure, profile_ops
 from gatta.export.exporter import ExportOptions, export_checkpoint
 from gatta.export.verify import ort_session
 from gatta.serving.launcher import start_server
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def machine() -> str:
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    mem = next((int(l.split()[1]) // 1024 // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+    mem = psutil.virtual_memory().total // 1024 ** 3
     import onnxruntime
     import torch
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gatta.client.images import expand_paths, load_image
-from gatta.client.soak import run_soak
+from gatta.bench.soak import run_soak
 from gatta.export.verify import ort_session
 from gatta.serving.default_model import BUNDLED_CHECKPOINT, default_repository
 from gatta.serving.launcher import start_server

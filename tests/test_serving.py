@@ -4,7 +4,6 @@ mixed lesion masks in one dynamic batch, encoded images, graceful SIGTERM."""
 import io
 import json
 import signal
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -167,8 +166,18 @@ def test_sigterm_lets_in_flight_requests_finish(tiny_export, tmp_path):
     server = start_server(tiny_export[0], log_path=tmp_path / "t.log", wait=180)
     client = httpclient.InferenceServerClient(server.http_url, concurrency=8)
     x = np.random.default_rng(5).random((8, 3, 16, 16), dtype=np.float32)
+    stats = httpclient.InferenceServerClient(server.http_url)
+
+    def served() -> int:
+        return stats.get_inference_statistics("gatta")["model_stats"][0]["inference_stats"]["success"]["count"]
+
     pending = [client.async_infer("gatta", _inputs(httpclient, image=x)) for _ in range(24)]
-    threading.Timer(0.05, lambda: server.process.send_signal(signal.SIGTERM)).start()
+    deadline = time.monotonic() + 60
+    while (done := served()) == 0 and time.monotonic() < deadline:  # the server is busy with them
+        pass
+    server.process.send_signal(signal.SIGTERM)
+    stats.close()
+    assert 1 <= done < 24, f"{done} of 24 requests finished before SIGTERM: nothing was left in flight"
     results = [p.get_result().as_numpy("probs") for p in pending]
     client.close()
     assert len(results) == 24 and all(r.shape == (8, 4) for r in results)
