@@ -23,6 +23,7 @@ import numpy as np
 import psutil
 import tritonclient.http as httpclient
 
+from gatta import contract
 from gatta.bench.graphs import in_process_table, measure, profile_ops
 from gatta.export.exporter import ExportOptions, export_checkpoint
 from gatta.export.verify import ort_session
@@ -99,8 +100,9 @@ def main():
     in_proc = {}
     for batch in (1, 16):
         x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
-        feeds = {"image": x, "lesion_mask": np.ones((batch, len(model.taps)), np.float32),
-                 "query_bias": np.zeros((batch, model.config.d), np.float32)}
+        feeds = {contract.IMAGE: x,  # the optional inputs sent at their defaults, as gatta-client does
+                 contract.LESION_MASK: contract.default_input(contract.LESION_MASK, batch, (len(model.taps),)),
+                 contract.QUERY_BIAS: contract.default_input(contract.QUERY_BIAS, batch, (model.config.d,))}
         sec = measure({"ort": lambda: session.run(None, feeds)}, args.seconds)["ort"]
         in_proc[batch] = {"images_per_s": batch / sec, "latency_ms": sec * 1e3}
     del session

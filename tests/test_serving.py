@@ -135,8 +135,7 @@ def _metrics(server) -> str:
 def test_metrics_include_model_counters_and_custom_ones(triton):
     client = httpclient.InferenceServerClient(triton.http_url)
     x = np.random.default_rng(4).random((5, 3, 16, 16), dtype=np.float32)
-    time.sleep(1.5)  # let earlier tests' metrics flush (once a second) before the baseline reading
-    before = _metrics(triton)
+    before = _settled_metrics(triton, 'gatta_images_total{model="gatta"}')
     images_before = _value(before, 'gatta_images_total{model="gatta"}')
     client.infer("gatta", _inputs(httpclient, image=x, lesion_mask=np.zeros((5, 5), np.float32)))
     deadline = time.monotonic() + 10  # the model flushes its metrics once a second
@@ -153,6 +152,21 @@ def test_metrics_include_model_counters_and_custom_ones(triton):
     assert 'gatta_agreement_mean{layer="conv1",model="gatta"}' in after
     assert 'gatta_top1_confidence_bucket{le="+Inf",model="gatta"}' in after
     client.close()
+
+
+def _settled_metrics(server, key: str, quiet: float = 1.25, timeout: float = 30) -> str:
+    """The metrics once ``key`` has not moved for longer than the model's 1 s flush interval,
+    so increments still pending from earlier requests cannot land after the baseline."""
+    text = _metrics(server)
+    since, deadline = time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, f"{key} kept changing for {timeout} s"
+        time.sleep(0.1)
+        now = _metrics(server)
+        if _value(now, key) != _value(text, key):
+            since = time.monotonic()
+        text = now
+    return text
 
 
 def _value(text: str, key: str) -> float:
