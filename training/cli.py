@@ -22,7 +22,7 @@ from .config import GattaConfig  # noqa: E402
 from .data import DataError, ImageSet, channel_stats, load_images, stratified_split, synthetic_images  # noqa: E402
 from .evaluate import evaluation_table, run_evaluation  # noqa: E402
 from .model import GattaNet  # noqa: E402
-from .train import FitOptions, dist_info, fit  # noqa: E402
+from .train import STAGES, FitOptions, describe_device, dist_info, fit, resolve_device  # noqa: E402
 
 
 def friendly_errors(fn):
@@ -32,7 +32,7 @@ def friendly_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (DataError, CheckpointError, LesionError, ValueError, FileNotFoundError) as exc:
+        except (DataError, CheckpointError, LesionError, ValueError, FileNotFoundError, FloatingPointError) as exc:
             raise click.ClickException(str(exc).splitlines()[0]) from None
 
     return wrapper
@@ -67,6 +67,18 @@ def checkpoint_and_images(ckpt, data, device, num_workers, split: str):
     return model, dataset, split_data(dataset, meta.get("val_size", 5000), meta.get("split_seed", 0))[1]
 
 
+def _device(ctx, param, value):
+    try:
+        return resolve_device(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+DEVICE_OPTION = click.option(
+    "--device", default="auto", show_default=True, callback=_device,
+    help="auto: the CUDA GPU when there is one, else the CPU; or cpu, cuda, cuda:1.")
+
+
 def common_options(fn):
     opts = [
         click.option("--data", required=True, help="Dataset: CIFAR pickle folder, ImageFolder tree, .tar.gz of one, or synthetic:N[:classes]."),
@@ -79,7 +91,7 @@ def common_options(fn):
         click.option("--lr", type=float, default=None, help="Adam learning rate [paper: 1e-3 toy, 3e-4 ResNet]."),
         click.option("--no-augment", is_flag=True, help="Disable rotation/shift/flip augmentation."),
         click.option("--seed", default=0, show_default=True),
-        click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True),
+        DEVICE_OPTION,
         click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)."),
         click.option("--num-workers", default=2, show_default=True, help="Threads that decode images."),
         click.option("--resume", is_flag=True, help="Continue from OUT/last.pt."),
@@ -146,10 +158,11 @@ def backbone(data, out, val_size, split_seed, epochs, patience, batch_size, lr, 
 @click.option("--alpha-init", default=0.0, show_default=True)
 @click.option("--init-ckpt", type=click.Path(path_type=Path), default=None,
               help="Start from this GAttANet checkpoint's head (same backbone), e.g. to keep training a shipped model.")
+@click.option("--clip-grad", type=float, default=None, help="Clip the gradient's global norm (e.g. 1 for --iterations >= 2).")
 @friendly_errors
 def head(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed, device,
          threads, num_workers, resume, backbone_ckpt, backbone_name, backbone_weights, image_size,
-         d, iterations, l2, qk_dropout, qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt):
+         d, iterations, l2, qk_dropout, qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt, clip_grad):
     """Train the attention head (K, Q, alpha) on a frozen backbone. Runs data-parallel under
     torchrun (e.g. ``torchrun --nproc-per-node 2 -m gatta.training.cli head ...``)."""
     _setup(threads, seed)
@@ -196,10 +209,78 @@ def head(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_a
         stage="head", out_dir=out, epochs=epochs, batch_size=batch_size or defaults["batch_size"],
         lr=lr or defaults["lr"], l2=defaults["weight_decay"] if l2 is None else l2,
         patience=(500 if is_toy(cfg.backbone) else 1) if patience is None else patience,
-        augmentation=not no_augment, seed=seed, device=device, resume=resume, extra_meta=meta))
+        augmentation=not no_augment, seed=seed, device=device, resume=resume, clip_grad=clip_grad,
+        extra_meta=meta))
     if dist_info()[0] == 0:
         click.echo(f"best epoch {best.get('epoch')}: val_acc {best['val_acc']:.4f} "
                    f"(frozen baseline {best.get('val_baseline_acc', float('nan')):.4f})")
+
+
+@main.command()
+@common_options
+@click.option("--ckpt", type=click.Path(path_type=Path), required=True, help="GAttANet checkpoint to start from (e.g. the shipped model).")
+@click.option("--train", "what", type=click.Choice(["joint", "backbone"]), required=True,
+              help="joint: backbone and head together; backbone: the backbone alone, the head kept as it is (the control).")
+@click.option("--clip-grad", type=float, default=None, help="Clip the gradient's global norm.")
+@friendly_errors
+def finetune(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed, device,
+             threads, num_workers, resume, ckpt, what, clip_grad):
+    """Fine-tune a trained GAttANet: the backbone jointly with the attention head (the paper's
+    second open question), or, as its control, the backbone alone with the same budget, recipe
+    and data order. The validation split is the checkpoint's.
+
+    \b
+      gatta-train finetune --ckpt models/cifar10-toy-d16.pt --train joint --data D --out runs/joint --epochs 10 --lr 1e-4
+      gatta-train finetune --ckpt models/cifar10-toy-d16.pt --train backbone --data D --out runs/ft-backbone --epochs 10 --lr 1e-4
+    """
+    _setup(threads, seed)
+    model, payload = load_checkpoint(ckpt)
+    dataset = load_data(data, model.config.image_size, num_workers)
+    if len(dataset.class_names) != model.config.num_classes:
+        raise click.ClickException(
+            f"dataset {data} has {len(dataset.class_names)} classes, checkpoint {ckpt} has {model.config.num_classes}")
+    meta = payload["meta"]
+    val_size, split_seed = meta.get("val_size", val_size), meta.get("split_seed", split_seed)
+    train_idx, val_idx = split_data(dataset, val_size, split_seed)
+    defaults = head_defaults(model.config.backbone)
+    best = fit(model, dataset, train_idx, val_idx, FitOptions(
+        stage=what, out_dir=out, epochs=epochs, batch_size=batch_size or defaults["batch_size"],
+        lr=lr or 1e-4, l2=defaults["weight_decay"] if what == "joint" else 0.0,
+        patience=epochs if patience is None else patience, augmentation=not no_augment, seed=seed,
+        device=device, resume=resume, clip_grad=clip_grad,
+        extra_meta={"data": str(data), "init_ckpt": str(ckpt), "finetune": what,
+                    "val_size": len(val_idx), "split_seed": split_seed}))
+    if dist_info()[0] == 0:
+        click.echo(f"best epoch {best.get('epoch')}: val_acc {best['val_acc']:.4f}")
+
+
+@main.command("compare")
+@click.argument("entries", nargs=-1, required=True)
+@click.option("--data", required=True, help="Same dataset as training; the checkpoints' validation split is used.")
+@click.option("--noise", type=float, default=0.0, show_default=True, help="Gaussian noise sigma (pixel scale [0,1]).")
+@click.option("--batch-size", default=256, show_default=True)
+@DEVICE_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--num-workers", default=2, show_default=True)
+@friendly_errors
+def compare_cmd(entries, data, noise, batch_size, device, as_json, num_workers):
+    """Checkpoints side by side on the same validation images, each against the first with
+    paired 95% CIs. An entry ``PATH@T`` runs that checkpoint with T attention steps.
+
+    \b
+      gatta-train compare models/cifar10-toy-d16.pt models/cifar10-toy-d16.pt@2 runs/t2/best.pt --data D
+    """
+    from .compare import compare, comparison_table, parse_entry
+
+    parsed = [parse_entry(e, device) for e in entries]
+    first = parsed[0].model
+    dataset = load_data(data, first.config.image_size, num_workers)
+    if len(dataset.class_names) != first.config.num_classes:
+        raise click.ClickException(f"dataset {data} has {len(dataset.class_names)} classes, "
+                                   f"checkpoint {entries[0]} has {first.config.num_classes}")
+    indices = split_data(dataset, *parsed[0].split)[1]
+    report = compare(parsed, dataset, indices, batch_size, noise, device)
+    click.echo(json.dumps(report, indent=2) if as_json else comparison_table(report))
 
 
 @main.command("eval")
@@ -209,13 +290,17 @@ def head(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_a
 @click.option("--noise", "noise", type=float, multiple=True, help="Gaussian noise sigma (pixel scale [0,1]); repeat for several.")
 @click.option("--lesion", "lesions", multiple=True, help="Lesion pattern like c.cdd; 'singles' = every single-layer lesion and single-layer-only pattern.")
 @click.option("--batch-size", default=256, show_default=True)
-@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@DEVICE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
 @click.option("--num-workers", default=2, show_default=True)
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Attention steps at test time [the checkpoint's own].")
 @friendly_errors
-def eval_cmd(ckpt, data, split, noise, lesions, batch_size, device, as_json, num_workers):
+def eval_cmd(ckpt, data, split, noise, lesions, batch_size, device, as_json, num_workers, iterations):
     """Accuracy of the frozen baseline and of GAttANet, under noise and lesions."""
     model, dataset, indices = checkpoint_and_images(ckpt, data, device, num_workers, split)
+    if iterations:
+        model.config.iterations = iterations
     report = run_evaluation(model, dataset, indices, noise or (0.0,), lesions, batch_size, device)
     report["checkpoint"], report["split"] = str(ckpt), split
     click.echo(json.dumps(report, indent=2) if as_json else evaluation_table(report))
@@ -227,7 +312,7 @@ def eval_cmd(ckpt, data, split, noise, lesions, batch_size, device, as_json, num
 @click.option("--out", type=click.Path(path_type=Path), default=Path("docs/results"), show_default=True)
 @click.option("--noise", "noise", type=float, multiple=True, help="Noise levels [0 .01 .02 .03 .04 .05 .1 .25].")
 @click.option("--no-umap", is_flag=True, help="Skip the UMAP figure (umap-learn).")
-@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@DEVICE_OPTION
 @click.option("--num-workers", default=2, show_default=True)
 @friendly_errors
 def report(ckpt, data, out, noise, no_umap, device, num_workers):

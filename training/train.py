@@ -1,6 +1,7 @@
 """Training loops: the toy backbone from scratch, and the attention head on a frozen backbone.
 
-Both share ``fit``: Adam, seeded shuffling, the paper's augmentation, per-epoch metrics to a
+Stages: ``backbone`` (the backbone alone), ``head`` (K, Q, alpha on a frozen backbone) and
+``joint`` (backbone and head together, the paper's second open question). All share ``fit``: Adam, seeded shuffling, the paper's augmentation, per-epoch metrics to a
 JSONL log, early stopping on validation accuracy, ``best.pt`` / ``last.pt`` checkpoints and
 ``--resume`` from ``last.pt``. Head training also runs data-parallel under ``torchrun``
 (gloo on CPU, nccl on GPU); only rank 0 writes files.
@@ -27,7 +28,7 @@ from .model import GattaNet
 
 @dataclass
 class FitOptions:
-    stage: str  # "backbone" or "head"
+    stage: str  # "backbone", "head" or "joint"
     out_dir: Path
     epochs: int = 100
     batch_size: int = 128
@@ -36,11 +37,32 @@ class FitOptions:
     patience: int = 50
     augmentation: bool = True
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # resolved already: see ``resolve_device``
     resume: bool = False
     progress: bool | None = None  # None: bars only on a terminal
     channels_last: bool = True  # oneDNN's fast layout for convolutions and pooling on CPU
+    clip_grad: float | None = None  # clip the gradient's global norm (stabilises T >= 2)
     extra_meta: dict = field(default_factory=dict)
+
+
+STAGES = ("backbone", "head", "joint")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto``: the first CUDA GPU when there is one, else the CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is available here (use --device auto or cpu)")
+    return device
+
+
+def describe_device(device: str) -> str:
+    """One line for the first line of a run's output."""
+    if device.startswith("cuda"):
+        return f"device: {device} ({torch.cuda.get_device_name(torch.device(device))})"
+    gpu = "" if torch.cuda.is_available() else ", no CUDA GPU found"
+    return f"device: cpu ({torch.get_num_threads()} threads{gpu})"
 
 
 # -- distributed helpers --------------------------------------------------------------------
@@ -64,7 +86,8 @@ def _all_sum(values: list[float], device) -> list[float]:
 
 
 class _Objective(nn.Module):
-    """What one training step differentiates, as a module so DDP can wrap it."""
+    """What one training step differentiates, as a module so DDP can wrap it: the backbone's
+    logits (stage ``backbone``) or GAttANet's (``head``, ``joint``)."""
 
     def __init__(self, model: GattaNet, stage: str):
         super().__init__()
@@ -77,14 +100,19 @@ class _Objective(nn.Module):
 
 
 def trainable_parameters(model: GattaNet, stage: str) -> list[nn.Parameter]:
+    if stage not in STAGES:
+        raise ValueError(f"unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
     if stage == "head":
         model.freeze_backbone()
         return list(model.head.parameters())
+    model.unfreeze_backbone()
+    if stage == "joint":
+        return [*model.backbone.parameters(), *model.head.parameters()]
     return list(model.backbone.parameters())
 
 
 def _l2_penalty(model: GattaNet, stage: str) -> torch.Tensor:
-    if stage == "head":
+    if stage in ("head", "joint"):  # the head's recipe: L2 on K and Q only
         mats = [m.weight for m in (*model.head.keys, *model.head.queries)]
     else:
         mats = [p for n, p in model.backbone.named_parameters() if n.endswith("weight")]
@@ -134,7 +162,7 @@ def _validate(model: GattaNet, data: ImageSet, val_idx: torch.Tensor, opts: FitO
     loss_sum, correct, base_correct = _all_sum([loss_sum, correct, base_correct], opts.device)
     n = len(val_idx)
     metrics = {"val_loss": loss_sum / n, "val_acc": correct / n}
-    if opts.stage == "head":
+    if opts.stage != "backbone":
         metrics["val_baseline_acc"] = base_correct / n
     return metrics
 
@@ -149,6 +177,7 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
     out = Path(opts.out_dir)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        print(describe_device(opts.device), flush=True)
     torch.manual_seed(opts.seed)
     model.to(opts.device)
     layout = torch.channels_last if opts.channels_last else torch.contiguous_format
@@ -193,9 +222,15 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
         for x, y in bar:
             logits = objective(x.contiguous(memory_format=layout))
             loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"{opts.stage} epoch {epoch}: the loss became {loss.item()} after {seen} images; "
+                    "lower --lr or clip the gradient (--clip-grad 1)")
             total = loss + opts.l2 * _l2_penalty(model, opts.stage) if opts.l2 else loss
             optimizer.zero_grad(set_to_none=True)
             total.backward()
+            if opts.clip_grad:
+                torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)
             optimizer.step()
             seen += len(y)
             loss_sum += loss.item() * len(y)
@@ -206,8 +241,8 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
         metrics = {"epoch": epoch, "train_loss": loss_sum / seen_all, "train_acc": correct / seen_all,
                    **_validate(model, data, val_idx, opts, rank, world),
                    "seconds": round(seconds, 2), "images_per_s": round(seen_all / seconds, 1),
-                   "lr": optimizer.param_groups[0]["lr"]}
-        if opts.stage == "head":
+                   "lr": optimizer.param_groups[0]["lr"], "device": opts.device}
+        if opts.stage != "backbone":
             metrics["alpha"] = [round(a, 5) for a in model.head.alpha.tolist()]
         improved = metrics["val_acc"] > best["val_acc"]
         best, stale = (metrics, 0) if improved else (best, stale + 1)
