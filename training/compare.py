@@ -29,13 +29,12 @@ class Entry:
 def parse_entry(spec: str, device: str = "cpu") -> Entry:
     """``runs/head/best.pt@2`` -> that checkpoint run with 2 attention steps."""
     path, _, steps = spec.partition("@")
-    model, payload = load_checkpoint(Path(path), device)
+    model, meta = load_checkpoint(Path(path), device)
     if steps:
         if not steps.isdigit() or int(steps) < 1:
             raise CheckpointError(f"{spec}: the part after '@' is the number of attention steps (a positive integer)")
         model.config.iterations = int(steps)
-    meta = payload["meta"]
-    return Entry(spec, model, (int(meta.get("val_size", 5000)), int(meta.get("split_seed", 0))))
+    return Entry(spec, model, (meta.val_size, meta.split_seed))
 
 
 def compare(entries: list[Entry], data: ImageSet, indices: torch.Tensor, batch_size: int = 256,
