@@ -94,9 +94,9 @@ def classify(inputs, url, protocol, model, timeout, metrics_port, top_k, lesion,
     client = connect(url, protocol, model, timeout, prior_strength=prior_strength)
     want_maps = maps_dir is not None
     failures = ok = 0
+    results = classify_files(client, paths, output, concurrency=concurrency, batch_size=batch_size,
+                             top_k=top_k, lesion=lesion, maps=want_maps, prior=prior)
     try:
-        results = classify_files(client, paths, output, concurrency=concurrency, batch_size=batch_size,
-                                 top_k=top_k, lesion=lesion, maps=want_maps, prior=prior)
         if not as_json and not output:
             click.echo(f"{'image':<40} {'label':<14} {'prob':>6}  top-3")
         # a progress bar only when the results go to a file and stdout is free for it
@@ -120,6 +120,7 @@ def classify(inputs, url, protocol, model, timeout, metrics_port, top_k, lesion,
     except (ClientError, LesionError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
+        results.close()  # closes the JSONL file
         client.close()
     if failures:
         click.echo(f"{ok} classified, {failures} failed", err=True)

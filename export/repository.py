@@ -155,7 +155,9 @@ def preprocess_model_source() -> str:
     template = _template("preprocess_model.py")
     if template.count(DECODER_MARKER) != 1:
         raise RuntimeError(f"templates/preprocess_model.py must hold the line {DECODER_MARKER!r} once")
-    return template.replace(DECODER_MARKER, decoder_source().rstrip("\n"))
+    pasted = ("# ---- gatta/decoder.py, pasted by gatta-export (edit it there) " + "-" * 24 + "\n"
+              + decoder_source().rstrip("\n") + "\n# ---- end of gatta/decoder.py " + "-" * 58)
+    return template.replace(DECODER_MARKER, pasted)
 
 
 def write_repository(staging: Path, meta: ModelMetadata, onnx_file: Path, opts: RepositoryOptions) -> list[Path]:

@@ -16,7 +16,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from gatta.export.verify import ort_session
-from gatta.serving.cli import check_loadable
+from gatta.serving.cli import check_loadable, has_gpu
 from gatta.serving.launcher import LaunchError, ServerBinary, find_server, start_server
 
 OUTPUTS = ["logits", "probs", "q_avg", "gatta_conv1", "gatta_conv2", "gatta_conv3", "gatta_dense1", "gatta_logits"]
@@ -248,3 +248,24 @@ def test_default_repository_is_exported_once_and_again_when_the_checkpoint_chang
     make_checkpoint(ckpt, num_classes=3, image_size=16, seed=1)  # new weights, same path
     changed = default_repository(ckpt, echo=messages.append)
     assert changed != first and len(messages) == 2
+
+
+def test_check_loadable_reads_configs_with_tritons_schema(tmp_path):
+    backends = tmp_path / "backends"
+    (backends / "python").mkdir(parents=True)
+    binary = ServerBinary(tmp_path / "tritonserver", backends, origin="test")
+    model = tmp_path / "repo" / "m"
+    model.mkdir(parents=True)
+    config = model / "config.pbtxt"
+    # a comment mentioning KIND_GPU and another backend must not matter, only the parsed fields
+    config.write_text('# was: backend: "onnxruntime" with KIND_GPU\nname: "m"\nbackend: "python"\n'
+                      "instance_group { kind: KIND_CPU }\n")
+    check_loadable(tmp_path / "repo", binary)
+    config.write_text('name: "m"\nbackend: "python"\ninstance_group { kind: KIND_GPU }\n')
+    if not has_gpu():
+        with pytest.raises(LaunchError, match="configured for a GPU"):
+            check_loadable(tmp_path / "repo", binary)
+    config.write_text('name: "m"\nbackend: "python"\ninstance_group { kind: KIND_TPU }\n')
+    with pytest.raises(LaunchError, match="m/config.pbtxt is not a valid Triton model config") as info:
+        check_loadable(tmp_path / "repo", binary)
+    assert "\n" not in str(info.value)
