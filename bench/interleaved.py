@@ -46,7 +46,7 @@ def machine_load(sample_s: float = 1.0, exclude: set[int] | None = None) -> dict
     usage.sort(reverse=True)
     return {"loadavg": [round(v, 2) for v in os.getloadavg()], "cores": os.cpu_count(),
             "others_cpu_percent": round(sum(u for u, _, _ in usage), 1),
-            "busiest": [f"{name} ({pid}) {u:.0f}%" for u, name, pid in usage[:3] if u >= 1.0]}
+            "busiest": [f"{name} ({pid}) {u:.0f}%" for u, name, pid in usage[:5] if u >= 1.0]}
 
 
 def is_busy(load: dict) -> bool:

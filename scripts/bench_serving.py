@@ -141,7 +141,12 @@ def main():
     parser.add_argument("--seconds", type=float, default=3.0, help="per window")
     parser.add_argument("--configs", default="default,2x1,1x2",
                         help="served configurations: default (export defaults) and INSTANCESxTHREADS")
+    parser.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from an earlier run's JSON")
     args = parser.parse_args()
+    if args.from_json:
+        args.out.write_text(render(json.loads(args.from_json.read_text())))
+        print(args.out.read_text())
+        return
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
 
     load_start = machine_load()
@@ -221,8 +226,8 @@ def render(result: dict) -> str:
         lines.append(f"| {c} | {_range(r['b1_p50_ms'], '{:.3f}')} | {_range(r['b1_overhead_ms'], '{:+.3f}')} |")
     lines += ["", "## Where the CPU goes (batch 16, concurrency 8, CPU ms per image)", "",
               "| served configuration | load generator | tritonserver (front end, queue) | python stubs (IPC + ONNX Runtime) | total | ceiling on "
-              f"{os.cpu_count()} cores (img/s) |", "|---|---|---|---|---|---|"]
-    cores = os.cpu_count()
+              f"{ls['cores']} cores (img/s) |", "|---|---|---|---|---|---|"]
+    cores = ls["cores"]
     for c, r in result["configs"].items():
         cpu = r["cpu_ms_per_image"]
         total = sum(cpu.values())
