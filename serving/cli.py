@@ -6,10 +6,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import click
 
+from .admin_key import KeyFileError, admin_key
 from .default_model import BUNDLED_CHECKPOINT, default_repository
 from .launcher import LaunchError, ServerBinary, find_server, start_server
 from .watchdog import dead_stubs, stub_processes
@@ -56,14 +59,33 @@ def check_loadable(repository: Path, binary: ServerBinary) -> None:
 @click.option("--watchdog-interval", default=2.0, show_default=True,
               help="Seconds between checks that python-backend stubs are alive (0: off). A dead stub "
                    "fails every request while Triton still reports ready, so the server is restarted.")
-def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_file, timeout, watchdog_interval):
+@click.option("--drain-timeout", default=30.0, show_default=True,
+              help="On SIGTERM/Ctrl-C, seconds that requests in flight get to finish before tritonserver stops.")
+@click.option("--admin-key-file", type=click.Path(path_type=Path), default=None,
+              help="Admin key for the shared-memory, trace and logging APIs when GATTA_ADMIN_KEY is unset: read "
+                   "from this file, or a random key written there (mode 600) when the file does not exist.")
+def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_file, timeout, watchdog_interval,
+         drain_timeout, admin_key_file):
     """Serve a gattanet model with the real NVIDIA Triton Inference Server, in the foreground.
 
     Uses `tritonserver` from PATH (NVIDIA's container) or the build that ships in the
     nvidia-pytriton wheel (python backend, CPU). Ctrl-C or SIGTERM stops it gracefully:
     requests in flight finish first.
     """
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame):
+        if not stopping.is_set():
+            click.echo(f"\n{signal.Signals(signum).name}: draining (requests in flight finish, new ones are refused), "
+                       "then stopping tritonserver", err=True)
+            stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    echo = lambda m: click.echo(m, err=True)  # noqa: E731
+    extra_args = []
     try:
+        key = admin_key(admin_key_file, echo)
         binary = find_server()
         if model_repository is None:
             flavour = "onnxruntime" if "onnxruntime" in binary.backends and has_gpu() else "python"
@@ -71,44 +93,33 @@ def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_f
         check_loadable(Path(model_repository), binary)
         click.echo(f"starting tritonserver ({binary.origin}) on {model_repository} ...", err=True)
         server = start_server(model_repository, host, http_port, grpc_port, metrics_port, log_file,
-                              wait=timeout, binary=binary)
-    except (LaunchError, FileNotFoundError) as exc:
+                              wait=timeout, binary=binary, extra_args=extra_args, admin_key=key)
+    except (LaunchError, FileNotFoundError, KeyFileError) as exc:
         raise click.ClickException(str(exc)) from None
-
-    stopping = []
-
-    def forward(signum, _frame):
-        if not stopping:
-            stopping.append(signum)
-            click.echo(f"\n{signal.Signals(signum).name}: stopping tritonserver (requests in flight finish first)",
-                       err=True)
-            server.process.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
     click.echo(f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
     click.echo(f"log: {server.log_path}")
     stubs = stub_processes(server)
-    while True:
-        try:
-            code = server.process.wait(timeout=watchdog_interval or None)
+    checked = time.monotonic()
+    while server.process.poll() is None:
+        if stopping.wait(0.2):
+            server.stop(drain_timeout=drain_timeout, echo=echo)
             break
-        except subprocess.TimeoutExpired:
-            pass
+        if not watchdog_interval or time.monotonic() - checked < watchdog_interval:
+            continue
+        checked = time.monotonic()
         dead = dead_stubs(server, stubs)
-        if dead and not stopping:
+        if dead:
             click.echo(f"python-backend stub of {', '.join(dead)} died (Triton keeps reporting ready but fails "
                        "its requests); restarting tritonserver", err=True)
-            server.stop(10)  # a model with a dead stub never unloads: don't wait Triton's full exit timeout
+            server.stop(10, drain_timeout=None)  # a model with a dead stub never unloads
             try:
                 server = start_server(model_repository, host, server.http_port, server.grpc_port, server.metrics_port,
-                                      log_file, wait=timeout, binary=binary)
+                                      log_file, wait=timeout, binary=binary, extra_args=extra_args, admin_key=key)
             except LaunchError as exc:
                 raise click.ClickException(f"restart failed: {exc}") from None
             stubs = stub_processes(server)
             click.echo("tritonserver restarted and ready", err=True)
-            if stopping:  # a signal that arrived mid-restart went to the old process
-                server.process.send_signal(signal.SIGTERM)
+    code = server.process.wait()
     if code != 0:
         click.echo(f"tritonserver exited with status {code}; last log lines:\n{server.log_tail(15)}", err=True)
     sys.exit(code)
