@@ -154,14 +154,24 @@ def classify(inputs, url, protocol, model, timeout, metrics_port, top_k, lesion,
 
 @main.command()
 @connection_options
-def health(url, protocol, model, timeout, metrics_port):
-    """Server liveness/readiness and whether the model is ready."""
+@click.option("--infer", is_flag=True,
+              help="Also send one tiny inference: the liveness check that sees a model which cannot answer "
+                   "while Triton still reports ready (container HEALTHCHECK, Kubernetes liveness probe).")
+def health(url, protocol, model, timeout, metrics_port, infer):
+    """Server liveness/readiness and whether the model is ready (exit status 0 only if all are)."""
     client = connect(url, protocol, model, timeout, retries=0)
     try:
         state = client.health()
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(" ".join(f"{k}={'yes' if v else 'no'}" for k, v in state.items()))
+    line = " ".join(f"{k}={'yes' if v else 'no'}" for k, v in state.items())
+    if infer and all(state.values()):
+        try:
+            line += f" infer=yes ({client.probe() * 1000:.1f} ms)"
+        except ClientError as exc:
+            state["infer"] = False
+            line += f" infer=no: {exc}"
+    click.echo(line)
     sys.exit(0 if all(state.values()) else 1)
 
 

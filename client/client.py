@@ -264,3 +264,21 @@ class GattaClient:
         return {"live": self._call("health", "is_server_live"),
                 "ready": self._call("health", "is_server_ready"),
                 "model_ready": self._call("health", "is_model_ready", self.model)}
+
+    def probe(self) -> float:
+        """One tiny inference (a grey image, batch 1) whose probabilities must be finite and sum
+        to 1; returns its seconds. Unlike Triton's live/ready endpoints, this sees a model that
+        cannot answer (e.g. a dead python-backend stub, triton-inference-server/server#7230)."""
+        size = self.info.image_size
+        image = np.full((1, 3, size, size), 0.5, np.float32)
+        start = time.perf_counter()
+        try:
+            probs = self._infer(image, self.lesion_mask(None), np.zeros(self.info.d, np.float32), maps=False)["probs"]
+        except ClientError:
+            raise
+        except Exception as exc:  # tritonclient's InferenceServerException and transport errors
+            raise ClientError(f"inference on '{self.model}' failed: {str(exc).splitlines()[0][:200]}") from None
+        if probs is None or probs.shape != (1, len(self.info.labels)) or not np.isfinite(probs).all() \
+                or abs(float(probs.sum()) - 1.0) > 1e-3:
+            raise ClientError(f"inference on '{self.model}' returned unusable probabilities: {probs!r}"[:200])
+        return time.perf_counter() - start
