@@ -13,39 +13,17 @@ import click
 
 from .admin_key import KeyFileError, admin_key
 from .default_model import BUNDLED_CHECKPOINT, default_repository
+from .devices import Placement, PlacementError, placement
 from .launcher import LaunchError, ServerBinary, find_server, start_server
 from .watchdog import dead_stubs, stub_processes
 
 
-def has_gpu() -> bool:
+def check_loadable(repository: Path, binary: ServerBinary) -> Placement:
+    """How this host can serve ``repository``; LaunchError in one line when it cannot."""
     try:
-        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def check_loadable(repository: Path, binary: ServerBinary) -> None:
-    """Fail in one line when a model needs a backend or a GPU this host lacks."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    backends = binary.backends
-    for path in sorted(repository.glob("*/config.pbtxt")):
-        model = path.parent.name
-        try:
-            config = text_format.Parse(path.read_text(), mc.ModelConfig())
-        except text_format.ParseError as exc:
-            raise LaunchError(f"{path} is not a valid Triton model config: {exc}") from None
-        backend = config.backend
-        if backend and backends and backend not in backends:
-            raise LaunchError(
-                f"model '{model}' needs Triton's {backend} backend, which this tritonserver ({binary.origin}: "
-                f"{', '.join(sorted(backends))}) lacks; re-export with `gatta-export --flavor python` "
-                "or serve from NVIDIA's Triton container (see Dockerfile)")
-        if any(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in config.instance_group) and not has_gpu():
-            raise LaunchError(
-                f"model '{model}' is configured for a GPU (KIND_GPU) and this host has none; re-export with "
-                "`gatta-export --flavor python` for CPU serving")
+        return placement(Path(repository), binary.backends, binary.origin)
+    except PlacementError as exc:
+        raise LaunchError(str(exc)) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,17 +65,18 @@ def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_f
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     echo = lambda m: click.echo(m, err=True)  # noqa: E731
-    extra_args = []
     try:
         key = admin_key(admin_key_file, echo)
         binary = find_server()
-        if model_repository is None:
-            flavour = "onnxruntime" if "onnxruntime" in binary.backends and has_gpu() else "python"
-            model_repository = default_repository(ckpt, flavour, echo=lambda m: click.echo(m, err=True))
-        check_loadable(Path(model_repository), binary)
+        if model_repository is None:  # python flavour for a GPU, with its CPU twin: runs on any host
+            model_repository = default_repository(ckpt, "python", echo=echo, device="gpu")
+        place = check_loadable(Path(model_repository), binary)
+        if place.note:
+            echo(place.note)
+        extra_args = place.args
         click.echo(f"starting tritonserver ({binary.origin}) on {model_repository} ...", err=True)
         server = start_server(model_repository, host, http_port, grpc_port, metrics_port, log_file,
-                              wait=timeout, binary=binary, extra_args=extra_args, admin_key=key)
+                              wait=timeout, binary=binary, extra_args=extra_args, admin_key=key, place=False)
     except (LaunchError, FileNotFoundError, KeyFileError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
@@ -118,7 +97,8 @@ def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_f
             server.stop(10, drain_timeout=None)  # a model with a dead stub never unloads
             try:
                 server = start_server(model_repository, host, server.http_port, server.grpc_port, server.metrics_port,
-                                      log_file, wait=timeout, binary=binary, extra_args=extra_args, admin_key=key)
+                                      log_file, wait=timeout, binary=binary, extra_args=extra_args, admin_key=key,
+                                      place=False)
             except LaunchError as exc:
                 raise click.ClickException(f"restart failed: {exc}") from None
             stubs = stub_processes(server)

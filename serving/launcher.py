@@ -132,6 +132,7 @@ class TritonProcess:
     log_path: Path
     admin_key: str
     control_key: str = field(default="", repr=False)
+    placement_note: str = ""  # e.g. GPU models on their CPU twin (devices.py)
 
     @property
     def http_url(self) -> str:
@@ -238,14 +239,24 @@ def server_command(binary: ServerBinary, repository: Path, host: str, http_port:
 def start_server(repository: str | Path, host: str = "127.0.0.1", http_port: int = 0, grpc_port: int = 0,
                  metrics_port: int = 0, log_path: Path | None = None, wait: float | None = 120.0,
                  extra_args: list[str] = (), binary: ServerBinary | None = None,
-                 admin_key: str | None = None) -> TritonProcess:
+                 admin_key: str | None = None, place: bool = True) -> TritonProcess:
     """Start tritonserver on the given ports (0: a free one). Waits for readiness unless
     ``wait`` is None. The admin key (shared-memory, trace, logging APIs) is ``admin_key``,
-    else $GATTA_ADMIN_KEY, else a random one."""
+    else $GATTA_ADMIN_KEY, else a random one. ``place``: work out where the models run on
+    this host first (devices.py: the CPU twin of GPU models on a host without a GPU)."""
     repository = Path(repository).resolve()
     if not repository.is_dir():
         raise LaunchError(f"model repository {repository} does not exist")
     binary = binary or find_server()
+    note = ""
+    if place:
+        from .devices import PlacementError, placement
+
+        try:
+            where = placement(repository, binary.backends, binary.origin)
+        except PlacementError as exc:
+            raise LaunchError(str(exc)) from None
+        extra_args, note = [*where.args, *extra_args], where.note
     ports = [p or free_port(host) for p in (http_port, grpc_port, metrics_port)]
     admin_key = admin_key or os.environ.get("GATTA_ADMIN_KEY") or secrets.token_hex(16)
     control_key = secrets.token_hex(16)
@@ -256,7 +267,7 @@ def start_server(repository: str | Path, host: str = "127.0.0.1", http_port: int
         process = subprocess.Popen(server_command(binary, repository, host, *ports, admin_key, list(extra_args),
                                                   control_key),
                                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    server = TritonProcess(process, host, *ports, log_path, admin_key, control_key)
+    server = TritonProcess(process, host, *ports, log_path, admin_key, control_key, note)
     if wait is not None:
         try:
             server.wait_ready(wait)
