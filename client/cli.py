@@ -179,16 +179,18 @@ def health(url, protocol, model, timeout, metrics_port, infer):
 @connection_options
 @click.option("--json", "as_json", is_flag=True)
 def info(url, protocol, model, timeout, metrics_port, as_json):
-    """The served model: flavour, input, classes, attached layers and outputs."""
+    """The served model: flavour, device and execution provider, input, classes, attached layers
+    and outputs."""
     client = connect(url, protocol, model, timeout)
     i = client.info
     if as_json:
         click.echo(json.dumps({"name": i.name, "flavour": i.flavour, "image_size": i.image_size, "d": i.d,
                                "labels": i.labels, "layers": [vars(l) for l in i.layers],
                                "max_batch_size": i.max_batch_size, "inputs": i.input_names,
-                               "outputs": i.output_names}))
+                               "outputs": i.output_names, "device": client.device}))
         return
     click.echo(f"model       {i.name} ({i.flavour} flavour{', baseline' if i.baseline else ''})")
+    click.echo(f"device      {client.device}")
     click.echo(f"input       image 3x{i.image_size}x{i.image_size} FP32 in [0,1], max batch {i.max_batch_size}")
     click.echo(f"classes     {len(i.labels)}: {', '.join(i.labels[:10])}{' ...' if len(i.labels) > 10 else ''}")
     click.echo(f"attention   d={i.d}, lesion pattern {full_pattern(i.kinds)}")

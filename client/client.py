@@ -48,6 +48,30 @@ def _is_unavailable(exc: Exception) -> bool:
                                    "failed to connect", "Socket closed", "Broken pipe"))
 
 
+def served_device(config: dict) -> str:
+    """Where the server runs the model, from the config it serves (Triton's get_model_config):
+    the instance groups' kind and, for the python flavour, the ONNX Runtime provider that
+    kind means (a KIND_GPU instance refuses to load without the CUDA provider)."""
+    config = config.get("config", config)
+    groups = config.get("instance_group") or [{"kind": "KIND_CPU", "count": 1}]
+    parts = []
+    for g in groups:
+        kind, count = g.get("kind", "KIND_CPU"), int(g.get("count", 1))
+        if kind == "KIND_GPU":
+            gpus = ",".join(str(x) for x in g.get("gpus", []))
+            parts.append(f"GPU {gpus or 'all'} ({count} instance{'s' if count > 1 else ''} per GPU)")
+        else:
+            parts.append(f"CPU ({count} instance{'s' if count > 1 else ''})")
+    gpu = any(g.get("kind") == "KIND_GPU" for g in groups)
+    if config.get("backend") == "python":
+        runtime = f"ONNX Runtime {'CUDAExecutionProvider' if gpu else 'CPUExecutionProvider'}"
+    else:
+        accel = config.get("optimization", {}).get("execution_accelerators", {}).get("gpu_execution_accelerator", [])
+        trt = " + TensorRT" if any(a.get("name") == "tensorrt" for a in accel) else ""
+        runtime = f"Triton's {config.get('backend') or 'onnxruntime'} backend ({'CUDA' if gpu else 'CPU'}{trt})"
+    return f"{'; '.join(parts)}, {runtime}"
+
+
 class GattaClient:
     def __init__(self, url: str = "localhost:8000", protocol: str = "http", model: str = "gatta",
                  timeout: float = 60.0, retries: int = 3, backoff: float = 0.2, prior_strength: float = 0.3):
@@ -125,6 +149,7 @@ class GattaClient:
             raise ClientError(f"model '{self.model}' at {self.url} is not a gattanet export "
                               f"(no '{contract.PARAM_METADATA}' parameter)") from None
         info.max_batch_size = info.max_batch_size or 1
+        self.device = served_device(config)
         return info
 
     # -- request building -------------------------------------------------------------------

@@ -15,6 +15,7 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from gatta.serving.devices import has_gpu
 from gatta.serving.launcher import free_port
 from gatta.serving.shutdown import EXIT_TIMEOUT_S
 
@@ -107,6 +108,8 @@ def test_sigterm_drains_in_flight_and_exits_zero_despite_idle_connections(hold_r
     assert exited - released < EXIT_TIMEOUT_S + 10, (exited - released, err[-1000:])
     assert 400 <= refusal[0] < 500 and "gatta" in refusal[1], refusal
     assert "draining" in err
+    if not has_gpu():  # the repository is the image's GPU shape: its CPU twin, said in one line
+        assert "this host has no GPU: serving gatta on the CPU (configs/cpu.pbtxt" in err
     keep.close(), scrape.close(), channel.close()
     print(f"SIGTERM -> exit {exited - signalled:.1f} s, of which {released - signalled:.1f} s holding the request")
 
