@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gatta.extras import require
+from gatta.extras import onnxruntime_conflict, require
 
 require("torch", "export")
 require("onnxruntime", "export")
@@ -84,6 +84,8 @@ def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, de
                          baseline=baseline, flavour=flavour, force=force, threads=threads,
                          tensorrt_fp16=tensorrt_fp16, encoded=not no_encoded,
                          dynamic_batching=not no_dynamic_batching, instances=instances, device=device)
+    if conflict := onnxruntime_conflict():
+        click.echo(f"warning: {conflict}", err=True)
     try:
         report = export_checkpoint(ckpt, opts, progress=lambda m: click.echo(f"... {m}", err=True))
     except (CheckpointError, ExportError) as exc:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from gatta.extras import onnxruntime_conflict
+
 from .admin_key import KeyFileError, admin_key
 from .default_model import BUNDLED_CHECKPOINT, default_repository
 from .devices import Placement, PlacementError, placement
@@ -65,6 +67,8 @@ def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_f
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     echo = lambda m: click.echo(m, err=True)  # noqa: E731
+    if conflict := onnxruntime_conflict():  # the python-backend stub imports this environment's onnxruntime
+        echo(f"warning: {conflict}")
     try:
         key = admin_key(admin_key_file, echo)
         binary = find_server()

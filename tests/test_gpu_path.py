@@ -136,3 +136,23 @@ def test_cuda_provider_serves_the_gpu_config(tiny_export, tmp_path):
         client.close()
     finally:
         server.stop()
+
+
+def test_two_onnxruntime_wheels_are_named_with_the_fix():
+    from gatta.extras import onnxruntime_conflict
+
+    assert onnxruntime_conflict(["numpy", "onnxruntime"]) is None
+    assert onnxruntime_conflict(["onnxruntime_gpu"]) is None
+    assert onnxruntime_conflict(["onnxruntime", "onnxruntime_gpu", "torch"]) == (
+        "onnxruntime and onnxruntime-gpu are both installed and share the `onnxruntime` module; keep one: "
+        "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
+
+
+def test_gpu_extra_is_declared_apart_from_the_cpu_wheel():
+    import tomllib
+    from pathlib import Path
+
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["gpu"] == ["onnxruntime-gpu>=1.19"]
+    assert not any("onnxruntime-gpu" in d for name, deps in extras.items() if name != "gpu" for d in deps)
+    assert "gpu" not in extras["all"][0]  # [all] stays installable: it would pull both wheels
