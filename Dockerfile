@@ -15,6 +15,7 @@ COPY training/ training/
 COPY export/ export/
 COPY serving/ serving/
 COPY client/ client/
+COPY bench/ bench/
 COPY models/ models/
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu \
@@ -30,7 +31,7 @@ COPY --from=export /wheels /wheels
 # module (docs/serving.md). 1.19.2 is the ONNX Runtime of Triton 24.10's own onnxruntime
 # backend, built for its CUDA 12 / cuDNN 9. The python-backend stub runs this python3.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir "numpy<2" pillow==11.0.0 onnxruntime-gpu==1.19.2 /wheels/gattanet-*.whl \
+RUN pip install --no-cache-dir "numpy<2" pillow==11.0.0 onnxruntime-gpu==1.19.2 "psutil>=5.9" /wheels/gattanet-*.whl \
     && rm -rf /wheels \
     && mkdir -p /run/gattanet && chown 1000:1000 /run/gattanet
 COPY --from=export --chown=1000:1000 /models /models

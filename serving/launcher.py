@@ -26,6 +26,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from .shutdown import CONTROL_HEADER, EXIT_TIMEOUT_S, DrainError, drain
 
 ADMIN_APIS = "shared-memory,trace,logging"  # operators, with GATTA_ADMIN_KEY
@@ -98,20 +100,12 @@ def find_server() -> ServerBinary:
 
 
 def descendants(root: int) -> list[int]:
-    """``root`` and every process below it, from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
+    """``root`` and every process below it (empty when ``root`` is gone)."""
+    try:
+        process = psutil.Process(root)
+        return [root] + [p.pid for p in process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -178,10 +172,8 @@ class TritonProcess:
         total = 0
         for pid in self.pids():
             try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-            except OSError:
+                total += psutil.Process(pid).memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         return total
 

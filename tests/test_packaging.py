@@ -9,7 +9,7 @@ def python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_bare_stage_packages_are_not_importable():
-    for name in ("export", "training", "client", "serving", "models"):
+    for name in ("export", "training", "client", "serving", "bench", "models"):
         r = python(f"import {name}")
         assert r.returncode != 0 and "ModuleNotFoundError" in r.stderr, name
 
