@@ -141,6 +141,8 @@ class TritonProcess:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
     def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.is_file():  # e.g. /dev/stdout in the container: nothing to read back
+            return ""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:

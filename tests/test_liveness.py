@@ -117,3 +117,12 @@ def test_dockerfile_and_kubernetes_probe_the_model_and_agree_on_the_grace_period
     # the pod is killed only after the endpoints had time to drop it, requests in flight their
     # drain time, and Triton its exit timeout (plus a margin for the python stubs to exit)
     assert pod["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + drain + EXIT_TIMEOUT_S + 5
+
+
+def test_log_tail_never_reads_from_a_pipe(tmp_path):
+    """The container logs Triton to /dev/stdout (a pipe): reading it back would block."""
+    from gatta.serving.launcher import TritonProcess
+
+    fifo = tmp_path / "log"
+    os.mkfifo(fifo)
+    assert TritonProcess(None, "127.0.0.1", 1, 2, 3, fifo, "key").log_tail() == ""
