@@ -81,7 +81,8 @@ def placement(repository: Path, backends: set[str], origin: str, gpu: bool | Non
     for model in on_gpu:
         if not (Path(repository) / model / "configs" / f"{CPU_CONFIG_NAME}.pbtxt").exists():
             raise PlacementError(f"model '{model}' is configured for a GPU (KIND_GPU) and {reason}; re-export with "
-                                 "`gatta-export --flavor python` (it writes a CPU fallback) for this host")
+                                 "`gatta-export --flavor python` (--device gpu writes a CPU twin, --device cpu "
+                                 "serves on the CPU only)")
     return Placement([f"--model-config-name={CPU_CONFIG_NAME}"],
                      f"{reason}: serving {', '.join(on_gpu)} on the CPU (configs/{CPU_CONFIG_NAME}.pbtxt, "
                      "ONNX Runtime CPUExecutionProvider)")
