@@ -35,8 +35,10 @@ def run_bench(url: str, protocol: str, model: str, concurrency: int, batch_size:
         def send():
             return client.infer_encoded(blobs)
     else:
+        request = client.prepare(images, maps=maps)  # encoded once, as perf_analyzer does
+
         def send():
-            return client.infer(images, maps=maps)
+            return client.send(request)
     send()  # warm-up, also checks the model answers
     latencies: list[float] = []
     failures = [0]
@@ -57,7 +59,6 @@ def run_bench(url: str, protocol: str, model: str, concurrency: int, batch_size:
                 continue
             with lock:
                 latencies.append(time.perf_counter() - start)
-        client.close()
 
     threads = [threading.Thread(target=loop) for _ in range(concurrency)]
     t0 = time.perf_counter()
@@ -66,6 +67,7 @@ def run_bench(url: str, protocol: str, model: str, concurrency: int, batch_size:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    client.close()  # after every loop: one loop ending early must not cut the others' requests
     lat = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
     return {"requests": n_requests, "batch_size": batch_size, "concurrency": concurrency, "protocol": protocol,
             "failures": failures[0], "seconds": wall, "requests_per_s": len(latencies) / wall,

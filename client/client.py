@@ -13,6 +13,7 @@ import http.client
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -77,6 +78,15 @@ def served_device(config: dict) -> str:
         trt = " + TensorRT" if any(a.get("name") == "tensorrt" for a in accel) else ""
         runtime = f"Triton's {config.get('backend') or 'onnxruntime'} backend ({'CUDA' if gpu else 'CPU'}{trt})"
     return f"{'; '.join(parts)}, {runtime}"
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """Encoded inputs and requested outputs, reusable across sends."""
+
+    inputs: list
+    outputs: list
+    names: list[str]
 
 
 class GattaClient:
@@ -182,27 +192,43 @@ class GattaClient:
             raise ClientError("this model exports no class key directions (baseline export?)")
         return contract.prior_bias(self.info.class_keys, index, self.prior_strength)
 
-    def _infer(self, images: np.ndarray, mask: np.ndarray, bias: np.ndarray, maps: bool) -> dict[str, np.ndarray]:
+    def _request(self, images: np.ndarray, mask: np.ndarray, bias: np.ndarray, maps: bool) -> PreparedRequest:
         m = self._module
         batch = images.shape[0]
         feeds = {contract.IMAGE: images}
-        if not self.info.baseline:  # always sent: the onnxruntime flavour requires them
-            feeds[contract.LESION_MASK] = np.repeat(mask[None], batch, 0)
-            feeds[contract.QUERY_BIAS] = np.repeat(bias[None], batch, 0)
+        if not self.info.baseline:
+            # The onnxruntime flavour requires them; elsewhere they are left out at their
+            # defaults (less to encode, send and copy: the model's graph supplies them).
+            required = self.info.flavour != "python"
+            for name, value in ((contract.LESION_MASK, mask), (contract.QUERY_BIAS, bias)):
+                if required or np.any(value != contract.OPTIONAL_DEFAULTS[name]):
+                    feeds[name] = np.repeat(value[None], batch, 0)
         inputs = []
         for name, arr in feeds.items():
             tensor = m.InferInput(name, list(arr.shape), contract.DTYPE)
             tensor.set_data_from_numpy(np.ascontiguousarray(arr, contract.NUMPY_DTYPE))
             inputs.append(tensor)
         wanted = [n for n in self.info.output_names if maps or n in (contract.LOGITS, contract.PROBS)]
-        outputs = [m.InferRequestedOutput(n) for n in wanted]
+        return PreparedRequest(inputs, [m.InferRequestedOutput(n) for n in wanted], wanted)
+
+    def send(self, request: PreparedRequest) -> dict[str, np.ndarray]:
+        """Send a request built by :meth:`prepare` (it can be sent again and again)."""
         kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
         start = time.perf_counter()
-        result = self._call("inference", "infer", self.model, inputs, outputs=outputs, **kwargs)
+        result = self._call("inference", "infer", self.model, request.inputs, outputs=request.outputs, **kwargs)
         metrics.REQUEST_SECONDS.labels(protocol=self.protocol).observe(time.perf_counter() - start)
-        return {n: result.as_numpy(n) for n in wanted}
+        return {n: result.as_numpy(n) for n in request.names}
+
+    def _infer(self, images: np.ndarray, mask: np.ndarray, bias: np.ndarray, maps: bool) -> dict[str, np.ndarray]:
+        return self.send(self._request(images, mask, bias, maps))
 
     # -- public API ---------------------------------------------------------------------------
+    def prepare(self, images: np.ndarray, lesion=None, prior: str | int | None = None,
+                maps: bool = True) -> PreparedRequest:
+        """The request :meth:`infer` would send, encoded once, for :meth:`send` (load generators)."""
+        return self._request(np.asarray(images, contract.NUMPY_DTYPE), self.lesion_mask(lesion),
+                             self.query_bias(prior), maps)
+
     def infer(self, images: np.ndarray, lesion=None, prior: str | int | None = None,
               maps: bool = True) -> dict[str, np.ndarray]:
         """One request with a ready float32 [B, 3, S, S] batch (pixels in [0, 1]); returns

@@ -44,6 +44,14 @@ def summary_table(report) -> str:
     return "\n".join(lines)
 
 
+def _count_or_auto(ctx, param, value):
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise click.BadParameter(f"{value!r} is neither a positive count nor auto")
+    return int(value)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--ckpt", type=click.Path(path_type=Path), default=DEFAULT_CKPT, show_default=True,
               help="gattanet checkpoint (gatta-train output); default: the bundled CIFAR-10 model.")
@@ -64,8 +72,12 @@ def summary_table(report) -> str:
               help="python flavour: gpu = KIND_GPU instances on ONNX Runtime's CUDA provider (onnxruntime-gpu), with "
                    "configs/cpu.pbtxt that gatta-serve uses on hosts without a GPU; cpu = KIND_CPU; auto = gpu when "
                    "this host has CUDA.")
-@click.option("--threads", default=1, show_default=True, help="python flavour: ONNX Runtime threads per model instance.")
-@click.option("--instances", default=1, show_default=True, help="Model instances Triton runs side by side.")
+@click.option("--threads", default="auto", show_default=True, callback=_count_or_auto,
+              help="python flavour: ONNX Runtime threads per model instance; auto = the serving host's cores "
+                   "divided among the instances, worked out when the model loads.")
+@click.option("--instances", default="auto", show_default=True, callback=_count_or_auto,
+              help="Model instances Triton runs side by side; auto = python flavour on CPU: one per core of "
+                   "this host, at most 4; on a GPU: 1.")
 @click.option("--tensorrt-fp16", is_flag=True, help="onnxruntime flavour: enable the TensorRT FP16 execution accelerator.")
 @click.option("--no-encoded", is_flag=True, help="Skip the encoded-image (JPEG/PNG bytes) preprocessing ensemble.")
 @click.option("--no-dynamic-batching", is_flag=True, help="Leave Triton's dynamic batcher off (for A/B benchmarks).")

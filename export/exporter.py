@@ -38,11 +38,11 @@ class ExportOptions:
     baseline: bool = False
     flavour: str = "onnxruntime"  # onnxruntime | python | both
     force: bool = False
-    threads: int = 1  # python flavour: ONNX Runtime intra-op threads per instance
+    threads: int | str = "auto"  # python flavour: ONNX Runtime threads per instance (auto: cores / instances)
     tensorrt_fp16: bool = False
     encoded: bool = True  # also write the encoded-bytes preprocessing ensemble
     dynamic_batching: bool = True
-    instances: int = 1  # Triton model instances (instance_group count)
+    instances: int | str = "auto"  # Triton model instances (auto: one per core, at most 4, on CPU)
     device: str = "auto"  # python flavour: cpu | gpu | auto (gpu when this host has CUDA)
 
     def repository_options(self, flavour: str) -> RepositoryOptions:

@@ -19,6 +19,7 @@ Every config.pbtxt is built as Triton's own ``ModelConfig`` message and written 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -31,6 +32,8 @@ from gatta.contract import ModelMetadata, TensorSpec
 
 FLAVOURS = ("onnxruntime", "python")
 DEVICES = ("cpu", "gpu")
+AUTO = "auto"
+MAX_AUTO_INSTANCES = 4  # beyond this, more ONNX Runtime threads per instance rather than more stubs
 DECODER_MARKER = "# @@gatta.decoder@@"
 
 
@@ -42,13 +45,51 @@ class RepositoryOptions:
     version: int = 1
     flavour: str = "python"  # one of FLAVOURS
     max_batch: int = 64
-    threads: int = 1  # python flavour: ONNX Runtime intra-op threads per instance
+    threads: int | str = AUTO  # python flavour: ONNX Runtime intra-op threads per instance, or auto
     tensorrt_fp16: bool = False
     encoded: bool = True  # also write the encoded-bytes preprocessing ensemble
     dynamic_batching: bool = True
-    instances: int = 1  # Triton model instances (instance_group count)
+    instances: int | str = AUTO  # Triton model instances (instance_group count), or auto
     warmup: bool = True  # onnxruntime flavour: one warm-up batch at load
     device: str = "cpu"  # python flavour: cpu (KIND_CPU) or gpu (KIND_GPU + configs/cpu.pbtxt)
+
+
+def export_cores() -> int:
+    """CPU cores this process may use (affinity, then a cgroup v2 quota as in a container)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def resolve_instances(instances: int | str, flavour: str, device: str) -> int:
+    """``auto``: on CPU one instance per core of the exporting host, at most
+    MAX_AUTO_INSTANCES (two instances overlap one request's IPC with another's ONNX Runtime
+    run; docs/serving.md); on a GPU (either flavour) one instance per GPU."""
+    if instances != AUTO:
+        if int(instances) < 1:
+            raise ValueError(f"instances must be >= 1 or auto, got {instances!r}")
+        return int(instances)
+    if flavour == "onnxruntime" or device == "gpu":
+        return 1
+    return max(1, min(export_cores(), MAX_AUTO_INSTANCES))
+
+
+def _threads(threads: int | str) -> str:
+    """The intra_op_threads parameter: a count, or ``auto`` (the model divides the serving
+    host's cores among its instances when it loads; templates/classifier_model.py)."""
+    if threads == AUTO:
+        return AUTO
+    if int(threads) < 1:
+        raise ValueError(f"threads must be >= 1 or auto, got {threads!r}")
+    return str(int(threads))
 
 
 def _tensor(message, spec: TensorSpec, optional_ok: bool = False, label_file: str = "") -> None:
@@ -97,8 +138,8 @@ def model_config(meta: ModelMetadata, opts: RepositoryOptions) -> mc.ModelConfig
     # python flavour on a GPU: the model runs ONNX Runtime's CUDA provider on the GPU Triton
     # gives each instance (templates/classifier_model.py)
     gpu = native or opts.device == "gpu"
-    config.instance_group.add(count=opts.instances, kind=mc.ModelInstanceGroup.KIND_GPU if gpu
-                              else mc.ModelInstanceGroup.KIND_CPU)
+    config.instance_group.add(count=resolve_instances(opts.instances, opts.flavour, opts.device),
+                              kind=mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU)
     if opts.dynamic_batching:
         config.dynamic_batching.max_queue_delay_microseconds = 200
     if native and opts.tensorrt_fp16:
@@ -117,7 +158,7 @@ def model_config(meta: ModelMetadata, opts: RepositoryOptions) -> mc.ModelConfig
                 feed.random_data = True
     params = contract.triton_parameters(dataclasses.replace(meta, flavour=opts.flavour), meta.inputs)
     if not native:
-        params["intra_op_threads"] = str(opts.threads)
+        params["intra_op_threads"] = _threads(opts.threads)
     _set_parameters(config, params)
     return config
 

@@ -28,7 +28,10 @@ def tiny_export(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("served")
     ckpt = make_checkpoint(root / "tiny.pt", num_classes=4, d=8, image_size=16, alpha=0.8)
-    export_checkpoint(ckpt, ExportOptions(out=root / "repo", flavour="python", device="gpu", max_batch=8))
+    # one instance (threads auto): a raw SIGTERM (test_sigterm_*) must unload it within Triton's
+    # short exit timeout, which two stubs exceeded on a busy 2-core host; gatta-serve drains first
+    export_checkpoint(ckpt, ExportOptions(out=root / "repo", flavour="python", device="gpu", max_batch=8,
+                                          instances=1))
     return root / "repo", ckpt
 
 

@@ -16,7 +16,8 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from gatta.export.verify import ort_session
-from gatta.serving.cli import check_loadable, has_gpu
+from gatta.serving.cli import check_loadable
+from gatta.serving.devices import has_gpu
 from gatta.serving.launcher import LaunchError, ServerBinary, find_server, start_server
 
 OUTPUTS = ["logits", "probs", "q_avg", "gatta_conv1", "gatta_conv2", "gatta_conv3", "gatta_dense1", "gatta_logits"]
@@ -48,10 +49,16 @@ def test_inference_matches_in_process_onnx_runtime(triton, tiny_export, protocol
         got = result.as_numpy(name)
         assert got is not None and got.size > 0 and got.shape == ref[name].shape, name  # never empty
         assert np.abs(got - ref[name]).max() <= 1e-5, name
+    # only what a request names comes back
+    result = client.infer("gatta", _inputs(module, image=x), outputs=[module.InferRequestedOutput("probs")])
+    assert result.as_numpy("logits") is None
+    assert np.abs(result.as_numpy("probs") - _reference(tiny_export[0], image=x)["probs"]).max() <= 1e-5
     client.close()
 
 
 def test_health_metadata_and_config(triton):
+    from gatta.export.repository import export_cores
+
     client = httpclient.InferenceServerClient(triton.http_url)
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("gatta")
     meta = client.get_model_metadata("gatta")
@@ -60,6 +67,9 @@ def test_health_metadata_and_config(triton):
     assert meta["inputs"][0]["shape"] == [-1, 3, 16, 16]
     config = client.get_model_config("gatta")
     assert json.loads(config["parameters"]["gatta"]["string_value"])["flavour"] == "python"
+    # intra_op_threads "auto": the instance took this host's cores (one instance)
+    assert config["parameters"]["intra_op_threads"]["string_value"] == "auto"
+    assert f"CPUExecutionProvider, {export_cores()} intra-op thread(s)" in triton.log_path.read_text()
     # model management is off and restricted: no remote loading
     with pytest.raises(InferenceServerException):
         client.load_model("gatta")
@@ -94,10 +104,12 @@ def test_different_masks_in_one_dynamic_batch(triton, tiny_export):
     rng = np.random.default_rng(2)
     x = rng.random((32, 1, 3, 16, 16), dtype=np.float32)
     masks = rng.integers(0, 2, (32, 1, 5)).astype(np.float32)
-    pending = [client.async_infer("gatta", _inputs(httpclient, image=x[i], lesion_mask=masks[i])) for i in range(32)]
+    # every third request leaves the mask out (the full model), mixed into batches with masks
+    feeds = [{"image": x[i]} if i % 3 == 0 else {"image": x[i], "lesion_mask": masks[i]} for i in range(32)]
+    pending = [client.async_infer("gatta", _inputs(httpclient, **f)) for f in feeds]
     for i, request in enumerate(pending):
         got = request.get_result().as_numpy("logits")
-        ref = _reference(tiny_export[0], image=x[i], lesion_mask=masks[i])["logits"]
+        ref = _reference(tiny_export[0], **feeds[i])["logits"]
         assert np.abs(got - ref).max() <= 1e-5, i
     stats = client.get_inference_statistics("gatta")["model_stats"][0]
     assert stats["execution_count"] < stats["inference_count"]  # some requests were batched

@@ -31,7 +31,8 @@ def _session(model_path, opts, args):
     instance = args["model_instance_name"]
     if args.get("model_instance_kind") != "GPU":
         session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
-        pb_utils.Logger.log_info(f"{instance}: ONNX Runtime {ort.__version__} CPUExecutionProvider")
+        pb_utils.Logger.log_info(f"{instance}: ONNX Runtime {ort.__version__} CPUExecutionProvider, "
+                                 f"{opts.intra_op_num_threads} intra-op thread(s)")
         return session
     device = int(args["model_instance_device_id"])
     if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -48,6 +49,32 @@ def _session(model_path, opts, args):
     return session
 
 
+def serving_cores():
+    """CPU cores this server may use: its affinity, then a cgroup v2 quota (containers, k8s limits)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def intra_op_threads(value, config):
+    """``auto``: this host's cores shared out among the model's CPU instances, so that
+    `gatta-export` on one machine and serving on another still fills the serving cores."""
+    if value != "auto":
+        return int(value)
+    instances = sum(int(g.get("count", 1)) for g in config.get("instance_group", [])
+                    if g.get("kind", "KIND_CPU") == "KIND_CPU") or 1
+    return max(1, serving_cores() // instances)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -55,7 +82,7 @@ class TritonPythonModel:
         self.meta = json.loads(params["gatta"])
         model_path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(params.get("intra_op_threads", "1"))
+        opts.intra_op_num_threads = intra_op_threads(params.get("intra_op_threads", "1"), config)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         self.session = _session(model_path, opts, args)
@@ -100,19 +127,22 @@ class TritonPythonModel:
 
     # -- metrics: accumulate here, flush from a thread -------------------------------------
     def _reset_pending(self):
-        self.p_images = 0
-        self.p_pred = np.zeros(len(self.meta["labels"]), np.int64)
-        self.p_conf = np.zeros(len(CONFIDENCE_BUCKETS) + 1, np.int64)
-        self.p_conf_sum = 0.0
+        self.p_top, self.p_conf = [], []  # per batch: top-1 class and probability of each image
         self.p_lesion = 0
         self.p_reject = {"shape": 0, "non_finite": 0}
-        self.p_agree = {}
+        self.p_gatta = {}  # the last batch's gatta maps, by layer
 
     def _flush(self):
+        """Counts and histograms are worked out here, once a second, not on the request path."""
         with self._lock:
-            images, pred, conf, conf_sum = self.p_images, self.p_pred, self.p_conf, self.p_conf_sum
-            lesion, reject, agree = self.p_lesion, self.p_reject, self.p_agree
+            tops, confs, lesion, reject, gatta = self.p_top, self.p_conf, self.p_lesion, self.p_reject, self.p_gatta
             self._reset_pending()
+        top = np.concatenate(tops) if tops else np.zeros(0, np.int64)
+        conf = np.sort(np.concatenate(confs)) if confs else np.zeros(0, np.float32)
+        images, conf_sum = len(top), float(conf.sum())
+        pred = np.bincount(top, minlength=len(self.meta["labels"]))
+        conf = np.append(np.searchsorted(conf, np.asarray(CONFIDENCE_BUCKETS, conf.dtype), side="right"), len(conf))
+        agree = {name: float(g.mean()) for name, g in gatta.items()}
         if images:
             self.m_images.increment(images)
             self.m_conf_sum.increment(conf_sum)
@@ -139,9 +169,9 @@ class TritonPythonModel:
             self.p_reject[reason] += 1
 
     def _read(self, request):
-        """The request's input arrays, defaults filled; raises ValueError for bad input."""
+        """The request's input arrays (optional inputs only when sent); raises ValueError for
+        bad input."""
         arrays = {}
-        batch = None
         for name, dims in self.inputs.items():
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
@@ -156,13 +186,27 @@ class TritonPythonModel:
                 self._reject("non_finite")
                 raise ValueError(f"input '{name}' contains NaN or infinite values")
             arrays[name] = arr
-            batch = arr.shape[0] if name == self.names["image"] else batch
-        for name, value in self.defaults.items():
-            if name in self.inputs and name not in arrays:
-                arrays[name] = np.full([batch] + self.inputs[name], value, np.float32)
-            elif name in arrays and arrays[name].shape[0] != batch:
+        batch = arrays[self.names["image"]].shape[0]
+        for name in self.defaults:
+            if name in arrays and arrays[name].shape[0] != batch:
                 raise ValueError(f"input '{name}' has batch {arrays[name].shape[0]}, image has {batch}")
         return arrays
+
+    def _join(self, feeds):
+        """One ONNX Runtime feed for the whole dynamic batch. An optional input that no request
+        sent is left out: the graph's own default (an initializer) applies, with no array built
+        or copied; one that only some sent is filled with the default for the others."""
+        joined = {}
+        for name in self.inputs:
+            parts = [f.get(name) for f in feeds]
+            if all(p is None for p in parts):
+                continue
+            if name in self.defaults:
+                batches = [f[self.names["image"]].shape[0] for f in feeds]
+                parts = [np.full([n] + self.inputs[name], self.defaults[name], np.float32) if p is None else p
+                         for p, n in zip(parts, batches)]
+            joined[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return joined
 
     def execute(self, requests):
         responses = [None] * len(requests)
@@ -175,36 +219,37 @@ class TritonPythonModel:
                 responses[i] = pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
         if good:
-            names = list(feeds[0])
-            joined = {n: np.concatenate([f[n] for f in feeds]) for n in names}
-            outputs = dict(zip(self.output_names, self.session.run(self.output_names, joined)))
-            self._record(outputs, joined)
+            # every output is on the way to logits or feeds a metric: computed once for the batch
+            outputs = dict(zip(self.output_names, self.session.run(self.output_names, self._join(feeds))))
+            self._record(outputs)
             start = 0
+            lesioned = 0
             for i, f in zip(good, feeds):
                 n = f[self.names["image"]].shape[0]
-                tensors = [pb_utils.Tensor(k, np.ascontiguousarray(v[start:start + n])) for k, v in outputs.items()]
+                # only what the request asked for crosses back to Triton (Triton asks for every
+                # output when a client names none)
+                wanted = requests[i].requested_output_names() or self.output_names
+                tensors = [pb_utils.Tensor(k, outputs[k][start:start + n]) for k in wanted]
                 responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
                 mask = f.get(self.names["lesion_mask"])
                 if mask is not None and (mask < 1).any():
-                    with self._lock:
-                        self.p_lesion += 1
+                    lesioned += 1
                 start += n
+            if lesioned:
+                with self._lock:
+                    self.p_lesion += lesioned
         return responses
 
-    def _record(self, outputs, feeds):
+    def _record(self, outputs):
         probs = outputs[self.names["probs"]]
         top = probs.argmax(1)
-        conf = probs.max(1)
-        pred = np.bincount(top, minlength=len(self.meta["labels"]))
-        buckets = np.array([(conf <= b).sum() for b in CONFIDENCE_BUCKETS] + [len(conf)])
+        conf = probs[np.arange(len(top)), top]
         prefix = self.names["gatta_prefix"]
-        agree = {name: float(outputs[prefix + name].mean()) for name in self.m_agree if prefix + name in outputs}
+        gatta = {name: outputs[prefix + name] for name in self.m_agree if prefix + name in outputs}
         with self._lock:
-            self.p_images += len(top)
-            self.p_pred += pred
-            self.p_conf += buckets
-            self.p_conf_sum += float(conf.sum())
-            self.p_agree.update(agree)
+            self.p_top.append(top)
+            self.p_conf.append(conf)
+            self.p_gatta = gatta
 
     def finalize(self):
         self._stop.set()
