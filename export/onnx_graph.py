@@ -26,9 +26,12 @@ class ServedGatta(nn.Module):
         self.fp16 = fp16
 
     def forward(self, image, lesion_mask, query_bias):
-        dtype = torch.float16 if self.fp16 else torch.float32
-        out = self.model(image.to(dtype), lesion_mask=lesion_mask.to(dtype),
-                         query_bias=query_bias.to(dtype), return_maps=True)
+        if not self.fp16:  # no Cast nodes: each would copy its tensor on every run
+            out = self.model(image, lesion_mask=lesion_mask, query_bias=query_bias, return_maps=True)
+            return (out.logits, torch.softmax(out.logits, 1), out.q_avg, *out.gatta.values())
+        half = torch.float16
+        out = self.model(image.to(half), lesion_mask=lesion_mask.to(half), query_bias=query_bias.to(half),
+                         return_maps=True)
         tensors = (out.logits, torch.softmax(out.logits.float(), 1), out.q_avg, *out.gatta.values())
         return tuple(t.float() for t in tensors)
 
@@ -42,8 +45,11 @@ class ServedBaseline(nn.Module):
         self.fp16 = fp16
 
     def forward(self, image):
-        logits = self.model.forward_backbone(image.to(torch.float16 if self.fp16 else torch.float32))
-        return logits.float(), torch.softmax(logits.float(), 1)
+        if not self.fp16:
+            logits = self.model.forward_backbone(image)
+            return logits, torch.softmax(logits, 1)
+        logits = self.model.forward_backbone(image.to(torch.float16)).float()
+        return logits, torch.softmax(logits, 1)
 
 
 def example_inputs(signature: ModelMetadata, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:

@@ -90,8 +90,8 @@ class AttentionHead(nn.Module):
                 continue
             if tap.kind == "conv":
                 q_mean = x.mean((2, 3)) @ lin.weight.t() + lin.bias
-            else:
-                q_mean = (x @ lin.weight.t()) / x.shape[1] + lin.bias
+            else:  # the tap's static width, not x.shape: no shape arithmetic in the exported graph
+                q_mean = (x @ lin.weight.t()) / tap.channels + lin.bias
             if self.qk_batchnorm:  # eval-mode batch-norm: affine, commutes with the mean
                 bn = self.query_norms[i]
                 q_mean = (q_mean - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
@@ -121,8 +121,10 @@ class AttentionHead(nn.Module):
                     g = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), v.unsqueeze(-1)).reshape(b, h, w)
                     g = g + offset.unsqueeze(-1)
                 elif tap.kind == "conv":
-                    b, c, h, w = x.shape
-                    g = torch.bmm(v.unsqueeze(1), x.reshape(b, c, h * w)).reshape(b, h, w)
+                    # shapes from the tap (static) and -1 for the batch: the exported graph gets
+                    # constant Reshape targets instead of Shape/Gather/Concat chains
+                    c, h, w = tap.shape
+                    g = torch.bmm(v.unsqueeze(1), x.reshape(-1, c, h * w)).reshape(-1, h, w)
                     g = g + offset.unsqueeze(-1)
                 else:
                     g = x * v + offset

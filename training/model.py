@@ -93,8 +93,8 @@ class GattaNet(nn.Module):
         batch = image.shape[0]
         if lesion_mask is None:
             gains = self.head.alpha.unsqueeze(0).expand(batch, -1)
-        else:
-            gains = self.head.alpha * lesion_mask.to(image.dtype).expand(batch, -1)
+        else:  # [B, L] or [L]: broadcast, not expanded (no shape arithmetic in the exported graph)
+            gains = self.head.alpha * lesion_mask.to(image.dtype).reshape(-1, len(self.taps))
 
         # Pass 1 reads the frozen backbone. Only K and Q read these activations, so when the
         # backbone is frozen no autograd graph is kept through them.
