@@ -129,14 +129,24 @@ def classify(inputs, url, protocol, model, timeout, metrics_port, top_k, lesion,
 
 @main.command()
 @connection_options
-def health(url, protocol, model, timeout):
-    """Server liveness/readiness and whether the model is ready."""
+@click.option("--infer", is_flag=True,
+              help="Also send one tiny inference: the liveness check that sees a model which cannot answer "
+                   "while Triton still reports ready (container HEALTHCHECK, Kubernetes liveness probe).")
+def health(url, protocol, model, timeout, infer):
+    """Server liveness/readiness and whether the model is ready (exit status 0 only if all are)."""
     client = connect(url, protocol, model, timeout, retries=0)
     try:
         state = client.health()
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(" ".join(f"{k}={'yes' if v else 'no'}" for k, v in state.items()))
+    line = " ".join(f"{k}={'yes' if v else 'no'}" for k, v in state.items())
+    if infer and all(state.values()):
+        try:
+            line += f" infer=yes ({client.probe() * 1000:.1f} ms)"
+        except ClientError as exc:
+            state["infer"] = False
+            line += f" infer=no: {exc}"
+    click.echo(line)
     sys.exit(0 if all(state.values()) else 1)
 
 
@@ -144,16 +154,18 @@ def health(url, protocol, model, timeout):
 @connection_options
 @click.option("--json", "as_json", is_flag=True)
 def info(url, protocol, model, timeout, as_json):
-    """The served model: flavour, input, classes, attached layers and outputs."""
+    """The served model: flavour, device and execution provider, input, classes, attached layers
+    and outputs."""
     client = connect(url, protocol, model, timeout)
     i = client.info
     if as_json:
         click.echo(json.dumps({"name": i.name, "flavour": i.flavour, "image_size": i.image_size, "d": i.d,
                                "labels": i.labels, "layers": [vars(l) for l in i.layers],
                                "max_batch_size": i.max_batch_size, "inputs": i.input_names,
-                               "outputs": i.output_names}))
+                               "outputs": i.output_names, "device": client.device}))
         return
     click.echo(f"model       {i.name} ({i.flavour} flavour{', baseline' if i.baseline else ''})")
+    click.echo(f"device      {client.device}")
     click.echo(f"input       image 3x{i.image_size}x{i.image_size} FP32 in [0,1], max batch {i.max_batch_size}")
     click.echo(f"classes     {len(i.labels)}: {', '.join(i.labels[:10])}{' ...' if len(i.labels) > 10 else ''}")
     click.echo(f"attention   d={i.d}, lesion pattern {full_pattern(i.kinds)}")

@@ -55,6 +55,30 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, InferenceServerException) and exc.status() == GRPC_UNAVAILABLE
 
 
+def served_device(config: dict) -> str:
+    """Where the server runs the model, from the config it serves (Triton's get_model_config):
+    the instance groups' kind and, for the python flavour, the ONNX Runtime provider that
+    kind means (a KIND_GPU instance refuses to load without the CUDA provider)."""
+    config = config.get("config", config)
+    groups = config.get("instance_group") or [{"kind": "KIND_CPU", "count": 1}]
+    parts = []
+    for g in groups:
+        kind, count = g.get("kind", "KIND_CPU"), int(g.get("count", 1))
+        if kind == "KIND_GPU":
+            gpus = ",".join(str(x) for x in g.get("gpus", []))
+            parts.append(f"GPU {gpus or 'all'} ({count} instance{'s' if count > 1 else ''} per GPU)")
+        else:
+            parts.append(f"CPU ({count} instance{'s' if count > 1 else ''})")
+    gpu = any(g.get("kind") == "KIND_GPU" for g in groups)
+    if config.get("backend") == "python":
+        runtime = f"ONNX Runtime {'CUDAExecutionProvider' if gpu else 'CPUExecutionProvider'}"
+    else:
+        accel = config.get("optimization", {}).get("execution_accelerators", {}).get("gpu_execution_accelerator", [])
+        trt = " + TensorRT" if any(a.get("name") == "tensorrt" for a in accel) else ""
+        runtime = f"Triton's {config.get('backend') or 'onnxruntime'} backend ({'CUDA' if gpu else 'CPU'}{trt})"
+    return f"{'; '.join(parts)}, {runtime}"
+
+
 class GattaClient:
     def __init__(self, url: str = "localhost:8000", protocol: str = "http", model: str = "gatta",
                  timeout: float = 60.0, retries: int = 3, backoff: float = 0.2, prior_strength: float = 0.3):
@@ -129,6 +153,7 @@ class GattaClient:
             raise ClientError(f"model '{self.model}' at {self.url} is not a gattanet export "
                               f"(no '{contract.PARAM_METADATA}' parameter)") from None
         info.max_batch_size = info.max_batch_size or 1
+        self.device = served_device(config)
         return info
 
     # -- request building -------------------------------------------------------------------
@@ -274,3 +299,21 @@ class GattaClient:
         return {"live": self._call("health", "is_server_live"),
                 "ready": self._call("health", "is_server_ready"),
                 "model_ready": self._call("health", "is_model_ready", self.model)}
+
+    def probe(self) -> float:
+        """One tiny inference (a grey image, batch 1) whose probabilities must be finite and sum
+        to 1; returns its seconds. Unlike Triton's live/ready endpoints, this sees a model that
+        cannot answer (e.g. a dead python-backend stub, triton-inference-server/server#7230)."""
+        size = self.info.image_size
+        image = np.full((1, 3, size, size), 0.5, np.float32)
+        start = time.perf_counter()
+        try:
+            probs = self._infer(image, self.lesion_mask(None), np.zeros(self.info.d, np.float32), maps=False)["probs"]
+        except ClientError:
+            raise
+        except Exception as exc:  # tritonclient's InferenceServerException and transport errors
+            raise ClientError(f"inference on '{self.model}' failed: {str(exc).splitlines()[0][:200]}") from None
+        if probs is None or probs.shape != (1, len(self.info.labels)) or not np.isfinite(probs).all() \
+                or abs(float(probs.sum()) - 1.0) > 1e-3:
+            raise ClientError(f"inference on '{self.model}' returned unusable probabilities: {probs!r}"[:200])
+        return time.perf_counter() - start

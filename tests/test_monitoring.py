@@ -99,7 +99,8 @@ def test_dockerfile_lints_clean():
     assert r.returncode == 0, r.stdout
     text = (ROOT / "Dockerfile").read_text()
     assert "nvcr.io/nvidia/tritonserver:24.10-py3" in text  # Triton 2.51, what the tests run
-    for needle in ("EXPOSE 8000 8001 8002", "HEALTHCHECK", "/v2/health/ready", "USER 1000", "--flavor onnxruntime"):
+    for needle in ("EXPOSE 8000 8001 8002", "HEALTHCHECK", "\"health\", \"--infer\"", "USER 1000", "--flavor python --device gpu",
+                   "onnxruntime-gpu=="):
         assert needle in text, needle
 
 
@@ -108,5 +109,5 @@ def test_kubernetes_manifests_validate():
     r = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", *map(str, manifests)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     text = "\n".join(p.read_text() for p in manifests)
-    for needle in ("autoscaling/v2", "/v2/health/live", "/v2/health/ready", "nvidia.com/gpu", "triton_queue_us_per_request"):
+    for needle in ("autoscaling/v2", "health\", \"--infer", "/v2/health/ready", "nvidia.com/gpu", "triton_queue_us_per_request"):
         assert needle in text, needle
