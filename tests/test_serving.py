@@ -16,7 +16,8 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from gatta.export.verify import ort_session
-from gatta.serving.cli import check_loadable, has_gpu
+from gatta.serving.cli import check_loadable
+from gatta.serving.devices import has_gpu
 from gatta.serving.launcher import LaunchError, ServerBinary, find_server, start_server
 
 OUTPUTS = ["logits", "probs", "q_avg", "gatta_conv1", "gatta_conv2", "gatta_conv3", "gatta_dense1", "gatta_logits"]
