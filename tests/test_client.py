@@ -75,6 +75,14 @@ def test_lesion_and_prior_change_what_they_should(triton, tiny_export, images):
             assert np.abs((b.q_avg - p.q_avg) - bias).max() <= 1e-5
         with pytest.raises(ClientError, match="unknown class"):
             c.classify(good, prior="zebra")
+        # the python flavour gets the optional inputs only when they are not the defaults
+        sent = lambda **kw: [t.name() for t in c.prepare(x, **kw).inputs]  # noqa: E731
+        assert sent() == ["image"] and sent(lesion="cccdd") == ["image"]
+        assert sent(lesion="c.cdd") == ["image", "lesion_mask"] and sent(prior="class_2") == ["image", "query_bias"]
+        request = c.prepare(x, lesion="c.cdd", maps=False)  # encoded once, sent twice
+        first, second = c.send(request), c.send(request)
+        assert sorted(first) == ["logits", "probs"] and np.abs(first["probs"] - ref).max() <= 1e-5
+        assert np.array_equal(first["probs"], second["probs"])
 
 
 def test_bad_images_fail_alone(triton, images):
