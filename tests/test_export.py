@@ -168,6 +168,9 @@ def test_cli_bad_input_leaves_nothing_behind(tmp_path):
     assert r.exit_code == 1 and "not a readable checkpoint" in r.output
     r = _cli("--ckpt", ckpt, "--out", out, "--opset", "9")
     assert r.exit_code == 1 and "opset 9 is not supported" in r.output
+    for flag, value in (("--instances", "0"), ("--threads", "many")):
+        r = _cli("--ckpt", ckpt, "--out", out, "--flavor", "python", flag, value)
+        assert r.exit_code == 2 and f"'{value}' is neither a positive count nor auto" in r.output
     (tmp_path / "afile").write_text("x")
     r = _cli("--ckpt", ckpt, "--out", tmp_path / "afile" / "sub")
     assert r.exit_code == 1 and "cannot create output folder" in r.output
