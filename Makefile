@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	# Debian's prometheus: the monitoring test scrapes a real tritonserver with it
 	command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	# Debian's chromium: the viewer test drives it with Playwright (never `playwright install`)
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 	touch $@
 
 demo: install
