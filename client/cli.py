@@ -114,6 +114,10 @@ def classify(inputs, url, protocol, model, timeout, metrics_port, top_k, lesion,
     client = connect(url, protocol, model, timeout, metrics_port, prior_strength=prior_strength)
     want_maps = maps_dir is not None
     sink = open_results(output) if output else None
+    if want_maps:
+        from .maps import MapWriter
+
+        writer = MapWriter(client.info)
     failures = ok = 0
     show_bar = len(paths) > 1 and (sink is not None or not as_json) and not as_json
     try:
@@ -138,12 +142,12 @@ def classify(inputs, url, protocol, model, timeout, metrics_port, top_k, lesion,
                 continue
             ok += 1
             if want_maps:
-                from .maps import maps_figure
-
-                maps_figure(result, client.info, path, maps_dir / f"{Path(result.source).stem}.png")
+                writer.write(result, path, maps_dir / f"{Path(result.source).stem}.png")
     except (ClientError, LesionError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
+        if want_maps:
+            writer.close()
         if sink:
             sink.close()
         client.close()
