@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/cifar10-train-jpg.tar.gz
 MODEL  ?= models/cifar10-toy-d16.pt
 
-.PHONY: install demo test bench soak report train-default clean
+.PHONY: install demo view test bench soak report train-default clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(BIN)/python scripts/demo.py --model $(MODEL) --images samples --out out/demo
+
+# The browser viewer on the bundled model: tritonserver + `gatta-client view` on http://127.0.0.1:7860/
+view: install
+	$(BIN)/python scripts/view.py --model $(MODEL)
 
 test: install
 	$(BIN)/pytest -q
