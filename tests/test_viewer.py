@@ -189,3 +189,22 @@ def test_page_reports_bad_input_and_keeps_working(page, viewer, pictures, triton
     _act(page, lambda: page.set_input_files("#file", str(pictures / "good.png")))
     assert page.is_hidden("#error") and page.text_content("#label") == client.classify([str(pictures / "good.png")])[0].label
     assert client.health()["model_ready"]
+
+
+def test_triton_gone_is_a_502_with_one_line_and_the_viewer_stays(triton, pictures):
+    client = GattaClient(triton.http_url, retries=0)
+    with Viewer(client) as v:
+        client.url = "127.0.0.1:9"  # nothing listens there; the viewer's worker threads connect afresh
+        status, data = _post(v.url, (pictures / "good.png").read_bytes())
+        assert status == 502 and "cannot reach Triton at 127.0.0.1:9" in data["error"] and "\n" not in data["error"]
+        with urllib.request.urlopen(f"{v.url}/api/info", timeout=10) as r:
+            assert r.status == 200 and json.loads(r.read())["pattern"] == "cccdd"
+
+
+def test_view_command_without_a_server_is_one_line():
+    from click.testing import CliRunner
+
+    from gatta.client.cli import main as client_cli
+
+    r = CliRunner().invoke(client_cli, ["view", "--url", "127.0.0.1:9", "--port", "0"])
+    assert r.exit_code == 1 and "cannot reach Triton at 127.0.0.1:9" in r.output and r.output.count("\n") == 1
