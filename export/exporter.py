@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gatta.training.checkpoint import load_checkpoint
+from gatta.training.checkpoint import CheckpointMeta, load_checkpoint
 
 from .onnx_graph import check_onnx, export_onnx
 from .repository import FLAVOURS, write_repository
@@ -51,16 +51,16 @@ class ExportReport:
     repositories: list[Path] = field(default_factory=list)
 
 
-def verification_images(model, meta: dict, n: int = 8, seed: int = 0) -> tuple[np.ndarray, str]:
+def verification_images(model, meta: CheckpointMeta, n: int = 8, seed: int = 0) -> tuple[np.ndarray, str]:
     """Real validation images when the checkpoint's dataset is on this machine, else random."""
     size = model.config.image_size
-    data_path = meta.get("data")
+    data_path = meta.data
     if data_path and not str(data_path).startswith("synthetic") and Path(data_path).exists():
         from gatta.training.data import load_images, stratified_split
 
         data = load_images(data_path, size)
         if len(data.class_names) == model.config.num_classes:
-            _, val = stratified_split(data.labels, meta.get("val_size", 5000), meta.get("split_seed", 0))
+            _, val = stratified_split(data.labels, meta.val_size, meta.split_seed)
             return data.images[val[:n]].float().div(255).numpy(), f"{n} validation images of {data_path}"
     rng = np.random.default_rng(seed)
     return rng.random((n, 3, size, size), dtype=np.float32), f"{n} random images"
@@ -101,7 +101,7 @@ def _move_into_place(staged_repo: Path, repo: Path, version: int) -> None:
 
 
 def export_checkpoint(ckpt: Path, opts: ExportOptions, progress=lambda msg: None) -> ExportReport:
-    model, payload = load_checkpoint(ckpt)
+    model, meta = load_checkpoint(ckpt)
     flavours = list(FLAVOURS) if opts.flavour == "both" else [opts.flavour]
     repos = _check_target(opts, flavours)
     signature = signature_for(model, baseline=opts.baseline)
@@ -114,7 +114,7 @@ def export_checkpoint(ckpt: Path, opts: ExportOptions, progress=lambda msg: None
             check_onnx(onnx_path)
         except Exception as exc:
             raise ExportError(f"exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
-        images, source = verification_images(model, payload["meta"])
+        images, source = verification_images(model, meta)
         progress(f"verifying against PyTorch on {source}")
         verification = verify_export(model.float() if opts.fp16 else model, signature, onnx_path, images, opts.fp16)
         verification["images"] = source

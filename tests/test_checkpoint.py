@@ -13,8 +13,8 @@ from helpers import make_checkpoint, make_model
 def test_round_trip_gives_identical_outputs(tmp_path):
     model = make_model(d=6, qk_batchnorm=True)
     path = save_checkpoint(tmp_path / "m.pt", model, {"epoch": 3})
-    loaded, payload = load_checkpoint(path)
-    assert payload["meta"]["epoch"] == 3 and loaded.config == model.config
+    loaded, meta = load_checkpoint(path)
+    assert meta.epoch == 3 and meta.val_size == 5000 and loaded.config == model.config
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(model(x).logits, loaded(x).logits)

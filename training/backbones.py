@@ -133,20 +133,10 @@ BACKBONES: dict[str, Callable[..., StagedBackbone]] = {
     ),
 }
 
-# Paper defaults per backbone family (section 2.0.3).
-HEAD_DEFAULTS = {
-    "toy": dict(lr=1e-3, weight_decay=1e-5, batch_size=128, qk_batchnorm=False, gatta_layernorm=False),
-    "resnet": dict(lr=3e-4, weight_decay=0.0, batch_size=8, qk_batchnorm=True, gatta_layernorm=True),
-}
-
 
 def is_toy(backbone: str) -> bool:
     """The toy family (trained here from scratch, 32x32 inputs) as opposed to the ResNets."""
     return backbone.startswith("toy")
-
-
-def head_defaults(backbone: str) -> dict:
-    return HEAD_DEFAULTS["toy" if is_toy(backbone) else "resnet"]
 
 
 def build_backbone(name: str, num_classes: int, image_size: int, weights=None) -> StagedBackbone:

@@ -4,19 +4,21 @@ Layout (a plain dict, read with ``torch.load(weights_only=True)``)::
 
     {"format": "gattanet-checkpoint", "format_version": 1,
      "config": GattaConfig.to_dict(), "state_dict": {...},
-     "meta": {"stage": "backbone"|"head", "epoch": ..., "val_acc": ..., ...},
+     "meta": CheckpointMeta.to_dict(),
      "optimizer": {...}, "rng_state": ByteTensor (optional, for --resume)}
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 
 from .config import GattaConfig
 from .model import GattaNet
+from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE
 
 FORMAT = "gattanet-checkpoint"
 FORMAT_VERSION = 1
@@ -26,7 +28,35 @@ class CheckpointError(ValueError):
     """A checkpoint file that is missing, truncated, foreign or inconsistent."""
 
 
-def save_checkpoint(path: str | Path, model: GattaNet, meta: dict | None = None,
+@dataclass
+class CheckpointMeta:
+    """How a checkpoint came to be: the run's stage and epoch, its data and validation split
+    (export and evaluation reuse the split), and where it started from. Saved as a plain dict
+    beside the config; fields added later read back with their defaults."""
+
+    stage: str = ""  # backbone, head or joint
+    epoch: int = 0
+    metrics: dict = field(default_factory=dict)  # this epoch's log row
+    best: dict = field(default_factory=dict)  # the best epoch's log row so far
+    stale: int = 0  # epochs since the best one (early stopping)
+    data: str = ""  # dataset the run trained on
+    val_size: int = DEFAULT_VAL_SIZE
+    split_seed: int = DEFAULT_SPLIT_SEED
+    backbone_ckpt: str = ""  # head runs: the frozen backbone's checkpoint
+    backbone_metrics: dict = field(default_factory=dict)  # ... and its own metrics
+    init_ckpt: str = ""  # runs that started from a trained GAttANet
+    finetune: str = ""  # fine-tuning runs: what trained (joint or backbone)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CheckpointMeta":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def save_checkpoint(path: str | Path, model: GattaNet, meta: CheckpointMeta | dict | None = None,
                     optimizer_state: dict | None = None, rng_state: torch.Tensor | None = None) -> Path:
     """Write atomically (temp file + rename) so an interrupted save never leaves a
     truncated checkpoint behind."""
@@ -37,7 +67,7 @@ def save_checkpoint(path: str | Path, model: GattaNet, meta: dict | None = None,
         "format_version": FORMAT_VERSION,
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "meta": dict(meta or {}),
+        "meta": (CheckpointMeta(**meta) if isinstance(meta, dict) else meta or CheckpointMeta()).to_dict(),
     }
     if optimizer_state is not None:
         payload["optimizer"] = optimizer_state
@@ -73,15 +103,15 @@ def read_checkpoint(path: str | Path) -> dict:
             f"{path}: checkpoint format version {payload.get('format_version')!r} is not "
             f"supported (this gattanet reads version {FORMAT_VERSION})"
         )
-    for key in ("config", "state_dict"):
+    for key in ("config", "state_dict", "meta"):
         if not isinstance(payload.get(key), dict):
             raise CheckpointError(f"{path}: checkpoint has no '{key}' dict")
     return payload
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GattaNet, dict]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GattaNet, CheckpointMeta]:
     """Rebuild the model from the checkpoint's config alone and load its weights.
-    Returns (model in eval mode, payload)."""
+    Returns (model in eval mode, its metadata)."""
     payload = read_checkpoint(path)
     try:
         config = GattaConfig.from_dict(payload["config"])
@@ -110,4 +140,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             raise CheckpointError(f"{path}: weight {name} holds NaN or infinite values")
     model.load_state_dict(state)
     model.to(map_location).eval()
-    return model, payload
+    try:
+        meta = CheckpointMeta.from_dict(payload["meta"])
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: invalid metadata ({exc})") from None
+    return model, meta

@@ -16,13 +16,15 @@ require("torch", "train")
 
 import torch  # noqa: E402
 
-from .backbones import BACKBONES, head_defaults, is_toy  # noqa: E402
-from .checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from .backbones import BACKBONES, is_toy  # noqa: E402
+from .checkpoint import CheckpointError  # noqa: E402
 from .config import GattaConfig  # noqa: E402
-from .data import DataError, ImageSet, channel_stats, load_images, stratified_split, synthetic_images  # noqa: E402
+from .data import DataError  # noqa: E402
 from .evaluate import evaluation_table, run_evaluation  # noqa: E402
 from .model import GattaNet  # noqa: E402
-from .train import FitOptions, dist_info, fit  # noqa: E402
+from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE  # noqa: E402
+from .runs import HeadOptions, RunOptions, checkpoint_and_images, finetune as finetune_run, load_data, split_data, train_backbone, train_head  # noqa: E402
+from .train import dist_info, resolve_device  # noqa: E402
 
 
 def friendly_errors(fn):
@@ -32,54 +34,37 @@ def friendly_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (DataError, CheckpointError, LesionError, ValueError, FileNotFoundError) as exc:
+        except (DataError, CheckpointError, LesionError, ValueError, FileNotFoundError, FloatingPointError) as exc:
             raise click.ClickException(str(exc).splitlines()[0]) from None
 
     return wrapper
 
 
-def load_data(spec: str, image_size: int | None, workers: int) -> ImageSet:
-    """A dataset path, or ``synthetic:N[:classes]`` for generated smoke-test data."""
-    if spec.startswith("synthetic"):
-        parts = spec.split(":")
-        n = int(parts[1]) if len(parts) > 1 else 512
-        classes = int(parts[2]) if len(parts) > 2 else 4
-        return synthetic_images(n, classes, image_size or 32)
-    return load_images(spec, image_size, workers=workers)
+def _device(ctx, param, value):
+    try:
+        return resolve_device(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
-def split_data(data: ImageSet, val_size: int, seed: int):
-    val_size = min(val_size, len(data) // 5) if len(data) < 5 * val_size else val_size
-    return stratified_split(data.labels, val_size, seed)
-
-
-def checkpoint_and_images(ckpt, data, device, num_workers, split: str):
-    """A checkpoint, its dataset and the indices to evaluate: the checkpoint's own validation
-    split (``val``) or every image (``all``)."""
-    model, payload = load_checkpoint(ckpt, device)
-    dataset = load_data(data, model.config.image_size, num_workers)
-    if len(dataset.class_names) != model.config.num_classes:
-        raise click.ClickException(
-            f"dataset {data} has {len(dataset.class_names)} classes, checkpoint {ckpt} has {model.config.num_classes}")
-    if split == "all":
-        return model, dataset, torch.arange(len(dataset))
-    meta = payload["meta"]
-    return model, dataset, split_data(dataset, meta.get("val_size", 5000), meta.get("split_seed", 0))[1]
+DEVICE_OPTION = click.option(
+    "--device", default="auto", show_default=True, callback=_device,
+    help="auto: the CUDA GPU when there is one, else the CPU; or cpu, cuda, cuda:1.")
 
 
 def common_options(fn):
     opts = [
         click.option("--data", required=True, help="Dataset: CIFAR pickle folder, ImageFolder tree, .tar.gz of one, or synthetic:N[:classes]."),
         click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory: log.jsonl, best.pt, last.pt."),
-        click.option("--val-size", default=5000, show_default=True, help="Held-out validation images (seeded, stratified)."),
-        click.option("--split-seed", default=0, show_default=True, help="Seed of the validation split."),
+        click.option("--val-size", default=DEFAULT_VAL_SIZE, show_default=True, help="Held-out validation images (seeded, stratified)."),
+        click.option("--split-seed", default=DEFAULT_SPLIT_SEED, show_default=True, help="Seed of the validation split."),
         click.option("--epochs", default=500, show_default=True),
         click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs [backbone 50, toy head 500, ResNet head 1]."),
         click.option("--batch-size", type=int, default=None, help="[paper: 128 toy, 8 ResNet]"),
         click.option("--lr", type=float, default=None, help="Adam learning rate [paper: 1e-3 toy, 3e-4 ResNet]."),
         click.option("--no-augment", is_flag=True, help="Disable rotation/shift/flip augmentation."),
         click.option("--seed", default=0, show_default=True),
-        click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True),
+        DEVICE_OPTION,
         click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)."),
         click.option("--num-workers", default=2, show_default=True, help="Threads that decode images."),
         click.option("--resume", is_flag=True, help="Continue from OUT/last.pt."),
@@ -101,6 +86,13 @@ def main():
     """
 
 
+def _run(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed, device,
+         num_workers, resume, **extra) -> RunOptions:
+    return RunOptions(data=data, out=out, epochs=epochs, val_size=val_size, split_seed=split_seed,
+                      patience=patience, batch_size=batch_size, lr=lr, augmentation=not no_augment,
+                      seed=seed, device=device, num_workers=num_workers, resume=resume, **extra)
+
+
 def _setup(threads, seed):
     if threads:
         torch.set_num_threads(threads)
@@ -118,17 +110,8 @@ def backbone(data, out, val_size, split_seed, epochs, patience, batch_size, lr, 
              device, threads, num_workers, resume, backbone, image_size):
     """Train the toy backbone from scratch (Adam, batch 128, augmentation, early stopping)."""
     _setup(threads, seed)
-    dataset = load_data(data, image_size, num_workers)
-    train_idx, val_idx = split_data(dataset, val_size, split_seed)
-    mean, std = channel_stats(dataset.images[train_idx])
-    config = GattaConfig(backbone=backbone, num_classes=len(dataset.class_names),
-                         class_names=dataset.class_names, image_size=image_size, mean=mean, std=std)
-    model = GattaNet(config)
-    meta = {"data": str(data), "val_size": len(val_idx), "split_seed": split_seed}
-    fit(model, dataset, train_idx, val_idx, FitOptions(
-        stage="backbone", out_dir=out, epochs=epochs, batch_size=batch_size or 128, lr=lr or 1e-3,
-        patience=50 if patience is None else patience, augmentation=not no_augment, seed=seed,
-        device=device, resume=resume, extra_meta=meta))
+    train_backbone(_run(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment,
+                        seed, device, num_workers, resume), backbone, image_size)
 
 
 @main.command()
@@ -146,60 +129,76 @@ def backbone(data, out, val_size, split_seed, epochs, patience, batch_size, lr, 
 @click.option("--alpha-init", default=0.0, show_default=True)
 @click.option("--init-ckpt", type=click.Path(path_type=Path), default=None,
               help="Start from this GAttANet checkpoint's head (same backbone), e.g. to keep training a shipped model.")
+@click.option("--clip-grad", type=float, default=None, help="Clip the gradient's global norm (e.g. 1 for --iterations >= 2).")
 @friendly_errors
 def head(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed, device,
          threads, num_workers, resume, backbone_ckpt, backbone_name, backbone_weights, image_size,
-         d, iterations, l2, qk_dropout, qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt):
+         d, iterations, l2, qk_dropout, qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt, clip_grad):
     """Train the attention head (K, Q, alpha) on a frozen backbone. Runs data-parallel under
     torchrun (e.g. ``torchrun --nproc-per-node 2 -m gatta.training.cli head ...``)."""
     _setup(threads, seed)
     if backbone_ckpt is None and backbone_name is None:
         raise click.UsageError("give --backbone-ckpt (toy) or --backbone resnet18/resnet50")
-    meta = {"data": str(data)}
-    if backbone_ckpt is not None:
-        base, payload = load_checkpoint(backbone_ckpt)
-        cfg = base.config
-        split_seed = payload["meta"].get("split_seed", split_seed)
-        val_size = payload["meta"].get("val_size", val_size)
-        meta["backbone_ckpt"] = str(backbone_ckpt)
-        meta["backbone_metrics"] = payload["meta"].get("metrics", {})
-    else:
-        cfg = GattaConfig(backbone=backbone_name, num_classes=1000, image_size=image_size or 224,
-                          mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    dataset = load_data(data, image_size or cfg.image_size, num_workers)
-    if backbone_ckpt is None:
-        cfg.num_classes, cfg.class_names = len(dataset.class_names), dataset.class_names
-    elif len(dataset.class_names) != cfg.num_classes:
-        raise click.ClickException(
-            f"dataset {data} has {len(dataset.class_names)} classes but the backbone "
-            f"checkpoint {backbone_ckpt} was trained for {cfg.num_classes}")
-    defaults = head_defaults(cfg.backbone)
-    cfg = GattaConfig(**{**cfg.to_dict(), "d": d, "iterations": iterations, "qk_dropout": qk_dropout,
-                         "qk_batchnorm": defaults["qk_batchnorm"] if qk_batchnorm is None else qk_batchnorm,
-                         "gatta_layernorm": defaults["gatta_layernorm"] if gatta_layernorm is None else gatta_layernorm,
-                         "alpha_init": alpha_init})
-    model = GattaNet(cfg, backbone_weights=backbone_weights)
-    if backbone_ckpt is not None:
-        model.backbone.load_state_dict(base.backbone.state_dict())
-    if init_ckpt is not None:
-        start, _ = load_checkpoint(init_ckpt)
-        if start.config.to_dict() != cfg.to_dict():
-            raise click.ClickException(f"{init_ckpt}: its config differs from this run's (backbone, classes, d, options)")
-        if any(not torch.equal(a, b) for a, b in zip(start.backbone.state_dict().values(),
-                                                     model.backbone.state_dict().values())):
-            raise click.ClickException(f"{init_ckpt}: its backbone weights differ from --backbone-ckpt's")
-        model.head.load_state_dict(start.head.state_dict())
-        meta["init_ckpt"] = str(init_ckpt)
-    train_idx, val_idx = split_data(dataset, val_size, split_seed)
-    meta.update(val_size=len(val_idx), split_seed=split_seed)
-    best = fit(model, dataset, train_idx, val_idx, FitOptions(
-        stage="head", out_dir=out, epochs=epochs, batch_size=batch_size or defaults["batch_size"],
-        lr=lr or defaults["lr"], l2=defaults["weight_decay"] if l2 is None else l2,
-        patience=(500 if is_toy(cfg.backbone) else 1) if patience is None else patience,
-        augmentation=not no_augment, seed=seed, device=device, resume=resume, extra_meta=meta))
+    run = _run(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed,
+               device, num_workers, resume, l2=l2, clip_grad=clip_grad)
+    best = train_head(run, HeadOptions(d, iterations, qk_dropout, qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt),
+                      backbone_ckpt, backbone_name, backbone_weights, image_size)
     if dist_info()[0] == 0:
         click.echo(f"best epoch {best.get('epoch')}: val_acc {best['val_acc']:.4f} "
                    f"(frozen baseline {best.get('val_baseline_acc', float('nan')):.4f})")
+
+
+@main.command()
+@common_options
+@click.option("--ckpt", type=click.Path(path_type=Path), required=True, help="GAttANet checkpoint to start from (e.g. the shipped model).")
+@click.option("--train", "what", type=click.Choice(["joint", "backbone"]), required=True,
+              help="joint: backbone and head together; backbone: the backbone alone, the head kept as it is (the control).")
+@click.option("--clip-grad", type=float, default=None, help="Clip the gradient's global norm.")
+@friendly_errors
+def finetune(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed, device,
+             threads, num_workers, resume, ckpt, what, clip_grad):
+    """Fine-tune a trained GAttANet: the backbone jointly with the attention head (the paper's
+    second open question), or, as its control, the backbone alone with the same budget, recipe
+    and data order. The validation split is the checkpoint's.
+
+    \b
+      gatta-train finetune --ckpt models/cifar10-toy-d16.pt --train joint --data D --out runs/joint --epochs 10 --lr 1e-4
+      gatta-train finetune --ckpt models/cifar10-toy-d16.pt --train backbone --data D --out runs/ft-backbone --epochs 10 --lr 1e-4
+    """
+    _setup(threads, seed)
+    best = finetune_run(_run(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment,
+                             seed, device, num_workers, resume, clip_grad=clip_grad), ckpt, what)
+    if dist_info()[0] == 0:
+        click.echo(f"best epoch {best.get('epoch')}: val_acc {best['val_acc']:.4f}")
+
+
+@main.command("compare")
+@click.argument("entries", nargs=-1, required=True)
+@click.option("--data", required=True, help="Same dataset as training; the checkpoints' validation split is used.")
+@click.option("--noise", type=float, default=0.0, show_default=True, help="Gaussian noise sigma (pixel scale [0,1]).")
+@click.option("--batch-size", default=256, show_default=True)
+@DEVICE_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--num-workers", default=2, show_default=True)
+@friendly_errors
+def compare_cmd(entries, data, noise, batch_size, device, as_json, num_workers):
+    """Checkpoints side by side on the same validation images, each against the first with
+    paired 95% CIs. An entry ``PATH@T`` runs that checkpoint with T attention steps.
+
+    \b
+      gatta-train compare models/cifar10-toy-d16.pt models/cifar10-toy-d16.pt@2 runs/t2/best.pt --data D
+    """
+    from .compare import compare, comparison_table, parse_entry
+
+    parsed = [parse_entry(e, device) for e in entries]
+    first = parsed[0].model
+    dataset = load_data(data, first.config.image_size, num_workers)
+    if len(dataset.class_names) != first.config.num_classes:
+        raise click.ClickException(f"dataset {data} has {len(dataset.class_names)} classes, "
+                                   f"checkpoint {entries[0]} has {first.config.num_classes}")
+    indices = split_data(dataset, *parsed[0].split)[1]
+    report = compare(parsed, dataset, indices, batch_size, noise, device)
+    click.echo(json.dumps(report, indent=2) if as_json else comparison_table(report))
 
 
 @main.command("eval")
@@ -209,13 +208,17 @@ def head(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_a
 @click.option("--noise", "noise", type=float, multiple=True, help="Gaussian noise sigma (pixel scale [0,1]); repeat for several.")
 @click.option("--lesion", "lesions", multiple=True, help="Lesion pattern like c.cdd; 'singles' = every single-layer lesion and single-layer-only pattern.")
 @click.option("--batch-size", default=256, show_default=True)
-@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@DEVICE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
 @click.option("--num-workers", default=2, show_default=True)
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Attention steps at test time [the checkpoint's own].")
 @friendly_errors
-def eval_cmd(ckpt, data, split, noise, lesions, batch_size, device, as_json, num_workers):
+def eval_cmd(ckpt, data, split, noise, lesions, batch_size, device, as_json, num_workers, iterations):
     """Accuracy of the frozen baseline and of GAttANet, under noise and lesions."""
     model, dataset, indices = checkpoint_and_images(ckpt, data, device, num_workers, split)
+    if iterations:
+        model.config.iterations = iterations
     report = run_evaluation(model, dataset, indices, noise or (0.0,), lesions, batch_size, device)
     report["checkpoint"], report["split"] = str(ckpt), split
     click.echo(json.dumps(report, indent=2) if as_json else evaluation_table(report))
@@ -227,7 +230,7 @@ def eval_cmd(ckpt, data, split, noise, lesions, batch_size, device, as_json, num
 @click.option("--out", type=click.Path(path_type=Path), default=Path("docs/results"), show_default=True)
 @click.option("--noise", "noise", type=float, multiple=True, help="Noise levels [0 .01 .02 .03 .04 .05 .1 .25].")
 @click.option("--no-umap", is_flag=True, help="Skip the UMAP figure (umap-learn).")
-@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@DEVICE_OPTION
 @click.option("--num-workers", default=2, show_default=True)
 @friendly_errors
 def report(ckpt, data, out, noise, no_umap, device, num_workers):

@@ -51,6 +51,13 @@ class GattaNet(nn.Module):
         self._backbone_frozen = True
         return self
 
+    def unfreeze_backbone(self) -> "GattaNet":
+        """The backbone trains too (stage ``backbone`` or ``joint``)."""
+        for p in self.backbone.parameters():
+            p.requires_grad_(True)
+        self._backbone_frozen = False
+        return self
+
     def train(self, mode: bool = True):
         super().train(mode)
         if getattr(self, "_backbone_frozen", False):

@@ -1,6 +1,7 @@
 """Training loops: the toy backbone from scratch, and the attention head on a frozen backbone.
 
-Both share ``fit``: Adam, seeded shuffling, the paper's augmentation, per-epoch metrics to a
+Stages: ``backbone`` (the backbone alone), ``head`` (K, Q, alpha on a frozen backbone) and
+``joint`` (backbone and head together, the paper's second open question). All share ``fit``: Adam, seeded shuffling, the paper's augmentation, per-epoch metrics to a
 JSONL log, early stopping on validation accuracy, ``best.pt`` / ``last.pt`` checkpoints and
 ``--resume`` from ``last.pt``. Head training also runs data-parallel under ``torchrun``
 (gloo on CPU, nccl on GPU); only rank 0 writes files.
@@ -12,7 +13,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,14 +21,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint, save_checkpoint
 from .data import ImageSet, batches
 from .model import GattaNet
 
 
 @dataclass
 class FitOptions:
-    stage: str  # "backbone" or "head"
+    stage: str  # "backbone", "head" or "joint"
     out_dir: Path
     epochs: int = 100
     batch_size: int = 128
@@ -36,11 +37,32 @@ class FitOptions:
     patience: int = 50
     augmentation: bool = True
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # resolved already: see ``resolve_device``
     resume: bool = False
     progress: bool | None = None  # None: bars only on a terminal
     channels_last: bool = True  # oneDNN's fast layout for convolutions and pooling on CPU
-    extra_meta: dict = field(default_factory=dict)
+    clip_grad: float | None = None  # clip the gradient's global norm (stabilises T >= 2)
+    run_meta: CheckpointMeta = field(default_factory=CheckpointMeta)  # data, split, origin
+
+
+STAGES = ("backbone", "head", "joint")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto``: the first CUDA GPU when there is one, else the CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is available here (use --device auto or cpu)")
+    return device
+
+
+def describe_device(device: str) -> str:
+    """One line for the first line of a run's output."""
+    if device.startswith("cuda"):
+        return f"device: {device} ({torch.cuda.get_device_name(torch.device(device))})"
+    gpu = "" if torch.cuda.is_available() else ", no CUDA GPU found"
+    return f"device: cpu ({torch.get_num_threads()} threads{gpu})"
 
 
 # -- distributed helpers --------------------------------------------------------------------
@@ -64,7 +86,8 @@ def _all_sum(values: list[float], device) -> list[float]:
 
 
 class _Objective(nn.Module):
-    """What one training step differentiates, as a module so DDP can wrap it."""
+    """What one training step differentiates, as a module so DDP can wrap it: the backbone's
+    logits (stage ``backbone``) or GAttANet's (``head``, ``joint``)."""
 
     def __init__(self, model: GattaNet, stage: str):
         super().__init__()
@@ -77,14 +100,19 @@ class _Objective(nn.Module):
 
 
 def trainable_parameters(model: GattaNet, stage: str) -> list[nn.Parameter]:
+    if stage not in STAGES:
+        raise ValueError(f"unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
     if stage == "head":
         model.freeze_backbone()
         return list(model.head.parameters())
+    model.unfreeze_backbone()
+    if stage == "joint":
+        return [*model.backbone.parameters(), *model.head.parameters()]
     return list(model.backbone.parameters())
 
 
 def _l2_penalty(model: GattaNet, stage: str) -> torch.Tensor:
-    if stage == "head":
+    if stage in ("head", "joint"):  # the head's recipe: L2 on K and Q only
         mats = [m.weight for m in (*model.head.keys, *model.head.queries)]
     else:
         mats = [p for n, p in model.backbone.named_parameters() if n.endswith("weight")]
@@ -134,92 +162,122 @@ def _validate(model: GattaNet, data: ImageSet, val_idx: torch.Tensor, opts: FitO
     loss_sum, correct, base_correct = _all_sum([loss_sum, correct, base_correct], opts.device)
     n = len(val_idx)
     metrics = {"val_loss": loss_sum / n, "val_acc": correct / n}
-    if opts.stage == "head":
+    if opts.stage != "backbone":
         metrics["val_baseline_acc"] = base_correct / n
     return metrics
 
 
 # -- the loop ----------------------------------------------------------------------------------
+@dataclass
+class _Progress:
+    """Where a run stands: what resuming restores and every epoch updates."""
+
+    start_epoch: int = 1
+    best: dict = field(default_factory=lambda: {"val_acc": -1.0})
+    stale: int = 0  # epochs since the best one
+
+
+def _resume(model: GattaNet, optimizer, opts: FitOptions, path: Path, rank: int) -> _Progress:
+    payload = read_checkpoint(path)
+    model.load_state_dict(payload["state_dict"])
+    optimizer.load_state_dict(payload["optimizer"])
+    meta = CheckpointMeta.from_dict(payload["meta"])
+    # Adam's saved state carries the old learning rate; the one asked for now wins, so a run
+    # can be resumed with a lower rate once it plateaus.
+    for group in optimizer.param_groups:
+        if group["lr"] != opts.lr and rank == 0:
+            print(f"learning rate {group['lr']:g} -> {opts.lr:g}")
+        group["lr"] = opts.lr
+    if "rng_state" in payload:
+        torch.set_rng_state(payload["rng_state"])
+    if rank == 0:
+        print(f"resuming {opts.stage} training at epoch {meta.epoch + 1} (best val_acc {meta.best['val_acc']:.4f})")
+    return _Progress(meta.epoch + 1, meta.best, meta.stale)
+
+
+def _train_epoch(objective, model: GattaNet, params, optimizer, data: ImageSet, shard: torch.Tensor,
+                 generator: torch.Generator, epoch: int, opts: FitOptions, hide_bar: bool | None) -> dict:
+    """One pass over ``shard``; returns loss/accuracy sums over this rank's images."""
+    from tqdm.auto import tqdm
+
+    layout = torch.channels_last if opts.channels_last else torch.contiguous_format
+    model.train()
+    t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
+    bar = tqdm(batches(data, shard, opts.batch_size, generator=generator, device=opts.device,
+                       augmentation=opts.augmentation), total=math.ceil(len(shard) / opts.batch_size),
+               desc=f"{opts.stage} epoch {epoch}", leave=False, disable=hide_bar)
+    for x, y in bar:
+        logits = objective(x.contiguous(memory_format=layout))
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{opts.stage} epoch {epoch}: the loss became {loss.item()} after {seen} images; "
+                "lower --lr or clip the gradient (--clip-grad 1)")
+        total = loss + opts.l2 * _l2_penalty(model, opts.stage) if opts.l2 else loss
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if opts.clip_grad:
+            torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)
+        optimizer.step()
+        seen += len(y)
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+    return {"seconds": time.time() - t0, "seen": seen, "loss_sum": loss_sum, "correct": correct}
+
+
+def _print_epoch(stage: str, metrics: dict, improved: bool) -> None:
+    extra = f" (baseline {metrics['val_baseline_acc']:.4f})" if "val_baseline_acc" in metrics else ""
+    print(f"{stage} epoch {metrics['epoch']}: loss {metrics['train_loss']:.4f} "
+          f"train_acc {metrics['train_acc']:.4f} val_acc {metrics['val_acc']:.4f}{extra} "
+          f"{metrics['images_per_s']:.0f} img/s{' *' if improved else ''}", flush=True)
+
+
 def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch.Tensor,
         opts: FitOptions) -> dict:
     """Train ``opts.stage``'s parameters; returns the best epoch's metrics."""
-    from tqdm.auto import tqdm
-
     rank, world = dist_info()
     out = Path(opts.out_dir)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        print(describe_device(opts.device), flush=True)
     torch.manual_seed(opts.seed)
     model.to(opts.device)
-    layout = torch.channels_last if opts.channels_last else torch.contiguous_format
-    model.to(memory_format=layout)
+    model.to(memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format)
     params = trainable_parameters(model, opts.stage)
     optimizer = torch.optim.Adam(params, lr=opts.lr)
-    start_epoch, best, stale = 1, {"val_acc": -1.0}, 0
+    state = _Progress()
     if opts.resume and (out / "last.pt").exists():
-        payload = read_checkpoint(out / "last.pt")
-        model.load_state_dict(payload["state_dict"])
-        optimizer.load_state_dict(payload["optimizer"])
-        meta = payload["meta"]
-        start_epoch, best, stale = meta["epoch"] + 1, meta["best"], meta["stale"]
-        # Adam's saved state carries the old learning rate; the one asked for now wins, so a run
-        # can be resumed with a lower rate once it plateaus.
-        for group in optimizer.param_groups:
-            if group["lr"] != opts.lr and rank == 0:
-                print(f"learning rate {group['lr']:g} -> {opts.lr:g}")
-            group["lr"] = opts.lr
-        if "rng_state" in payload:
-            torch.set_rng_state(payload["rng_state"])
-        if rank == 0:
-            print(f"resuming {opts.stage} training at epoch {start_epoch} (best val_acc {best['val_acc']:.4f})")
+        state = _resume(model, optimizer, opts, out / "last.pt", rank)
     objective = _Objective(model, opts.stage)
     if world > 1:
         objective = nn.parallel.DistributedDataParallel(objective)
     log = open(out / "log.jsonl", "a") if rank == 0 else None
+    # tqdm's disable=None: bars only on a terminal
+    hide_bar = True if rank != 0 or opts.progress is False else (None if opts.progress is None else False)
     g = torch.Generator().manual_seed(opts.seed)
-    for epoch in range(start_epoch, opts.epochs + 1):
-        if stale >= opts.patience:
+    for epoch in range(state.start_epoch, opts.epochs + 1):
+        if state.stale >= opts.patience:
             break
         g.manual_seed(opts.seed * 100003 + epoch)  # same order on every rank, resumable
         order = train_idx[torch.randperm(len(train_idx), generator=g)]
-        shard = order[rank::world]
-        model.train()
-        t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
-        steps = math.ceil(len(shard) / opts.batch_size)
-        bar = tqdm(batches(data, shard, opts.batch_size, generator=g, device=opts.device,
-                           augmentation=opts.augmentation), total=steps,
-                   desc=f"{opts.stage} epoch {epoch}", leave=False,
-                   disable=(rank != 0) or (opts.progress is False) or (None if opts.progress is None else False))
-        for x, y in bar:
-            logits = objective(x.contiguous(memory_format=layout))
-            loss = F.cross_entropy(logits, y)
-            total = loss + opts.l2 * _l2_penalty(model, opts.stage) if opts.l2 else loss
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-        seconds = time.time() - t0
-        loss_sum, correct, seen_all = _all_sum([loss_sum, correct, float(seen)], opts.device)
-        metrics = {"epoch": epoch, "train_loss": loss_sum / seen_all, "train_acc": correct / seen_all,
+        sums = _train_epoch(objective, model, params, optimizer, data, order[rank::world], g, epoch,
+                            opts, hide_bar)
+        loss_sum, correct, seen = _all_sum([sums["loss_sum"], sums["correct"], float(sums["seen"])], opts.device)
+        metrics = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                    **_validate(model, data, val_idx, opts, rank, world),
-                   "seconds": round(seconds, 2), "images_per_s": round(seen_all / seconds, 1),
-                   "lr": optimizer.param_groups[0]["lr"]}
-        if opts.stage == "head":
+                   "seconds": round(sums["seconds"], 2), "images_per_s": round(seen / sums["seconds"], 1),
+                   "lr": optimizer.param_groups[0]["lr"], "device": opts.device}
+        if opts.stage != "backbone":
             metrics["alpha"] = [round(a, 5) for a in model.head.alpha.tolist()]
-        improved = metrics["val_acc"] > best["val_acc"]
-        best, stale = (metrics, 0) if improved else (best, stale + 1)
+        improved = metrics["val_acc"] > state.best["val_acc"]
+        state.best, state.stale = (metrics, 0) if improved else (state.best, state.stale + 1)
         if rank == 0:
             log.write(json.dumps(metrics) + "\n")
             log.flush()
-            extra = f" (baseline {metrics['val_baseline_acc']:.4f})" if "val_baseline_acc" in metrics else ""
-            print(f"{opts.stage} epoch {epoch}: loss {metrics['train_loss']:.4f} "
-                  f"train_acc {metrics['train_acc']:.4f} val_acc {metrics['val_acc']:.4f}{extra} "
-                  f"{metrics['images_per_s']:.0f} img/s{' *' if improved else ''}", flush=True)
-            meta = {"stage": opts.stage, "epoch": epoch, "best": best, "stale": stale,
-                    "metrics": metrics, **opts.extra_meta}
+            _print_epoch(opts.stage, metrics, improved)
+            meta = replace(opts.run_meta, stage=opts.stage, epoch=epoch, best=state.best,
+                           stale=state.stale, metrics=metrics)
             if improved:
                 save_checkpoint(out / "best.pt", model, meta)
             save_checkpoint(out / "last.pt", model, meta, optimizer.state_dict(), torch.get_rng_state())
@@ -231,4 +289,4 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
     if (out / "best.pt").exists():  # hand back the best weights, not the last
         best_model, _ = load_checkpoint(out / "best.pt", opts.device)
         model.load_state_dict(best_model.state_dict())
-    return best
+    return state.best

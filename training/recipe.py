@@ -1,0 +1,47 @@
+"""The paper's training recipes (section 2.0.3) in one place, per stage and backbone family.
+
+Toy model: Adam lr 1e-3, batch 128, L2 1e-5 on K/Q, early stopping with long patience.
+ResNets: Adam lr 3e-4, batch 8, no L2, batch-norm on keys/queries and layer-norm on gatta,
+one epoch of patience. Fine-tuning a trained model (not in the paper) uses a 10x lower rate
+and runs its whole fixed budget. A CLI flag overrides any field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .backbones import is_toy
+
+
+@dataclass(frozen=True)
+class Recipe:
+    lr: float
+    batch_size: int
+    l2: float  # on K/Q weights (head, joint) or every weight (backbone)
+    patience: int | None  # epochs without a new best before stopping; None: the whole budget
+    qk_batchnorm: bool = False
+    gatta_layernorm: bool = False
+
+
+TOY_BACKBONE = Recipe(lr=1e-3, batch_size=128, l2=0.0, patience=50)
+TOY_HEAD = Recipe(lr=1e-3, batch_size=128, l2=1e-5, patience=500)
+RESNET_HEAD = Recipe(lr=3e-4, batch_size=8, l2=0.0, patience=1, qk_batchnorm=True, gatta_layernorm=True)
+FINETUNE_LR_FACTOR = 0.1
+
+DEFAULT_VAL_SIZE = 5000  # held-out validation images (seeded, stratified)
+DEFAULT_SPLIT_SEED = 0
+
+
+def recipe(stage: str, backbone: str) -> Recipe:
+    """The defaults for ``stage`` (backbone, head, joint, finetune-backbone) on ``backbone``."""
+    head = TOY_HEAD if is_toy(backbone) else RESNET_HEAD
+    if stage == "backbone":
+        if not is_toy(backbone):
+            raise ValueError(f"{backbone} backbones are not trained here: load torchvision weights instead")
+        return TOY_BACKBONE
+    if stage == "head":
+        return head
+    if stage in ("joint", "finetune-backbone"):
+        return replace(head, lr=head.lr * FINETUNE_LR_FACTOR, patience=None,
+                       l2=head.l2 if stage == "joint" else 0.0)
+    raise ValueError(f"unknown training stage {stage!r}")

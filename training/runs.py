@@ -1,0 +1,183 @@
+"""What each ``gatta-train`` training command does, as library functions (the CLI is a thin
+layer over these; tests call them directly).
+
+- ``train_backbone``: the toy backbone from scratch;
+- ``train_head``: the attention head on a frozen backbone (toy checkpoint or torchvision ResNet);
+- ``finetune``: a trained GAttANet's backbone jointly with its head, or the backbone alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
+from .config import GattaConfig
+from .data import DataError, ImageSet, channel_stats, load_images, stratified_split, synthetic_images
+from .model import GattaNet
+from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, Recipe, recipe
+from .train import FitOptions, fit
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class RunOptions:
+    """What every training run takes; ``None`` fields come from the paper's recipe."""
+
+    data: str  # dataset path or synthetic:N[:classes]
+    out: Path
+    epochs: int = 500
+    val_size: int = DEFAULT_VAL_SIZE
+    split_seed: int = DEFAULT_SPLIT_SEED
+    patience: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    l2: float | None = None
+    augmentation: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    num_workers: int = 2  # threads that decode images
+    resume: bool = False
+    clip_grad: float | None = None
+
+    def fit_options(self, stage: str, rules: Recipe, meta: CheckpointMeta) -> FitOptions:
+        return FitOptions(
+            stage=stage, out_dir=self.out, epochs=self.epochs,
+            batch_size=self.batch_size or rules.batch_size, lr=self.lr or rules.lr,
+            l2=rules.l2 if self.l2 is None else self.l2,
+            patience=next(p for p in (self.patience, rules.patience, self.epochs) if p is not None),
+            augmentation=self.augmentation, seed=self.seed, device=self.device, resume=self.resume,
+            clip_grad=self.clip_grad, run_meta=meta)
+
+
+@dataclass
+class HeadOptions:
+    """The attention head's own settings; ``None``: the backbone family's recipe."""
+
+    d: int = 16
+    iterations: int = 1
+    qk_dropout: float = 0.25
+    qk_batchnorm: bool | None = None
+    gatta_layernorm: bool | None = None
+    alpha_init: float = 0.0
+    init_ckpt: Path | None = None  # start from this GAttANet's head (same backbone)
+
+
+# -- data ------------------------------------------------------------------------------------
+def load_data(spec: str, image_size: int | None, workers: int = 2) -> ImageSet:
+    """A dataset path, or ``synthetic:N[:classes]`` for generated smoke-test data."""
+    if spec.startswith("synthetic"):
+        parts = spec.split(":")
+        n = int(parts[1]) if len(parts) > 1 else 512
+        classes = int(parts[2]) if len(parts) > 2 else 4
+        return synthetic_images(n, classes, image_size or 32)
+    return load_images(spec, image_size, workers=workers)
+
+
+def split_data(data: ImageSet, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) indices; small datasets keep a fifth for validation."""
+    val_size = min(val_size, len(data) // 5) if len(data) < 5 * val_size else val_size
+    return stratified_split(data.labels, val_size, seed)
+
+
+def _check_classes(dataset: ImageSet, data: str, num_classes: int, source) -> None:
+    if len(dataset.class_names) != num_classes:
+        raise DataError(f"dataset {data} has {len(dataset.class_names)} classes, "
+                        f"checkpoint {source} has {num_classes}")
+
+
+def checkpoint_and_images(ckpt, data: str, device: str = "cpu", num_workers: int = 2, split: str = "val"):
+    """A checkpoint, its dataset and the indices to evaluate: the checkpoint's own validation
+    split (``val``) or every image (``all``)."""
+    model, meta = load_checkpoint(ckpt, device)
+    dataset = load_data(data, model.config.image_size, num_workers)
+    _check_classes(dataset, data, model.config.num_classes, ckpt)
+    if split == "all":
+        return model, dataset, torch.arange(len(dataset))
+    return model, dataset, split_data(dataset, meta.val_size, meta.split_seed)[1]
+
+
+# -- runs ------------------------------------------------------------------------------------
+def train_backbone(run: RunOptions, backbone: str = "toy", image_size: int = 32) -> dict:
+    """Train a toy backbone from scratch; returns the best epoch's metrics."""
+    dataset = load_data(run.data, image_size, run.num_workers)
+    train_idx, val_idx = split_data(dataset, run.val_size, run.split_seed)
+    mean, std = channel_stats(dataset.images[train_idx])
+    config = GattaConfig(backbone=backbone, num_classes=len(dataset.class_names),
+                         class_names=dataset.class_names, image_size=image_size, mean=mean, std=std)
+    meta = CheckpointMeta(data=str(run.data), val_size=len(val_idx), split_seed=run.split_seed)
+    return fit(GattaNet(config), dataset, train_idx, val_idx,
+               run.fit_options("backbone", recipe("backbone", backbone), meta))
+
+
+def _head_config(base: GattaConfig, head: HeadOptions) -> GattaConfig:
+    rules = recipe("head", base.backbone)
+    return GattaConfig(**{
+        **base.to_dict(), "d": head.d, "iterations": head.iterations, "qk_dropout": head.qk_dropout,
+        "qk_batchnorm": rules.qk_batchnorm if head.qk_batchnorm is None else head.qk_batchnorm,
+        "gatta_layernorm": rules.gatta_layernorm if head.gatta_layernorm is None else head.gatta_layernorm,
+        "alpha_init": head.alpha_init})
+
+
+def _load_head(model: GattaNet, init_ckpt: Path) -> None:
+    start, _ = load_checkpoint(init_ckpt)
+    if start.config.to_dict() != model.config.to_dict():
+        raise CheckpointError(f"{init_ckpt}: its config differs from this run's (backbone, classes, d, options)")
+    if any(not torch.equal(a, b) for a, b in zip(start.backbone.state_dict().values(),
+                                                 model.backbone.state_dict().values())):
+        raise CheckpointError(f"{init_ckpt}: its backbone weights differ from the backbone checkpoint's")
+    model.head.load_state_dict(start.head.state_dict())
+
+
+def train_head(run: RunOptions, head: HeadOptions, backbone_ckpt: Path | None = None,
+               backbone_name: str | None = None, backbone_weights: Path | None = None,
+               image_size: int | None = None) -> dict:
+    """Train K, Q and alpha on a frozen backbone: a trained toy checkpoint (its validation
+    split is reused) or a torchvision ResNet with weights from a local file."""
+    if backbone_ckpt is None and backbone_name is None:
+        raise ValueError("give a backbone checkpoint (toy) or a torchvision backbone name (resnet18/resnet50)")
+    meta = CheckpointMeta(data=str(run.data), val_size=run.val_size, split_seed=run.split_seed)
+    if backbone_ckpt is not None:
+        base, base_meta = load_checkpoint(backbone_ckpt)
+        cfg = base.config
+        meta = replace(meta, val_size=base_meta.val_size, split_seed=base_meta.split_seed,
+                       backbone_ckpt=str(backbone_ckpt), backbone_metrics=base_meta.metrics)
+    else:
+        cfg = GattaConfig(backbone=backbone_name, num_classes=1000, image_size=image_size or 224,
+                          mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    dataset = load_data(run.data, image_size or cfg.image_size, run.num_workers)
+    if backbone_ckpt is None:
+        cfg.num_classes, cfg.class_names = len(dataset.class_names), dataset.class_names
+    else:
+        _check_classes(dataset, run.data, cfg.num_classes, backbone_ckpt)
+    model = GattaNet(_head_config(cfg, head), backbone_weights=backbone_weights)
+    if backbone_ckpt is not None:
+        model.backbone.load_state_dict(base.backbone.state_dict())
+    if head.init_ckpt is not None:
+        _load_head(model, head.init_ckpt)
+        meta.init_ckpt = str(head.init_ckpt)
+    train_idx, val_idx = split_data(dataset, meta.val_size, meta.split_seed)
+    meta.val_size = len(val_idx)
+    return fit(model, dataset, train_idx, val_idx,
+               run.fit_options("head", recipe("head", model.config.backbone), meta))
+
+
+def finetune(run: RunOptions, ckpt: Path, what: str) -> dict:
+    """Fine-tune a trained GAttANet for ``run.epochs``: ``joint`` (backbone and head together,
+    the paper's second open question) or ``backbone`` (the backbone alone, its head kept: the
+    control with the same budget, recipe and data order). The validation split is the
+    checkpoint's."""
+    if what not in ("joint", "backbone"):
+        raise ValueError(f"finetune: {what!r} is not joint or backbone")
+    model, base_meta = load_checkpoint(ckpt)
+    dataset = load_data(run.data, model.config.image_size, run.num_workers)
+    _check_classes(dataset, run.data, model.config.num_classes, ckpt)
+    train_idx, val_idx = split_data(dataset, base_meta.val_size, base_meta.split_seed)
+    meta = CheckpointMeta(data=str(run.data), init_ckpt=str(ckpt), finetune=what,
+                          val_size=len(val_idx), split_seed=base_meta.split_seed)
+    rules = recipe("joint" if what == "joint" else "finetune-backbone", model.config.backbone)
+    return fit(model, dataset, train_idx, val_idx, run.fit_options(what, rules, meta))
