@@ -179,7 +179,8 @@ def info(url, protocol, model, timeout, metrics_port, as_json):
     if as_json:
         click.echo(json.dumps({"name": i.name, "flavour": i.flavour, "image_size": i.image_size, "d": i.d,
                                "labels": i.labels, "layers": [vars(l) for l in i.layers],
-                               "max_batch_size": i.max_batch_size, "inputs": i.inputs, "outputs": i.outputs}))
+                               "max_batch_size": i.max_batch_size, "inputs": i.input_names,
+                               "outputs": i.output_names}))
         return
     click.echo(f"model       {i.name} ({i.flavour} flavour{', baseline' if i.baseline else ''})")
     click.echo(f"input       image 3x{i.image_size}x{i.image_size} FP32 in [0,1], max batch {i.max_batch_size}")
@@ -187,7 +188,7 @@ def info(url, protocol, model, timeout, metrics_port, as_json):
     click.echo(f"attention   d={i.d}, lesion pattern {full_pattern(i.kinds)}")
     for layer in i.layers:
         click.echo(f"  {layer.name:<10} {layer.kind:<6} gatta map {'x'.join(map(str, layer.shape))}")
-    click.echo(f"outputs     {', '.join(i.outputs)}")
+    click.echo(f"outputs     {', '.join(i.output_names)}")
 
 
 @main.command()

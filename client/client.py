@@ -9,7 +9,6 @@ Works for any exported backbone: everything model-specific comes from the server
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,11 +16,13 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from gatta.lesion import format_lesion, parse_lesion
+from gatta import contract
+from gatta.contract import ModelMetadata
+from gatta.lesion import format_lesion
 
 from . import metrics
 from .images import ImageError, ImageLike, describe, load_image
-from .results import Classification, LayerInfo, ModelInfo
+from .results import Classification
 
 
 class ClientError(RuntimeError):
@@ -107,7 +108,7 @@ class GattaClient:
                            **({"as_json": True} if self.protocol == "grpc" else {}))
         return sorted({m["name"] for m in stats.get("model_stats", [])})
 
-    def _read_model_info(self) -> ModelInfo:
+    def _read_model_info(self) -> ModelMetadata:
         from tritonclient.utils import InferenceServerException
 
         kwargs = {"as_json": True} if self.protocol == "grpc" else {}
@@ -118,37 +119,27 @@ class GattaClient:
                 raise ClientError(f"model '{self.model}' is not on the server at {self.url}; "
                                   f"it has: {', '.join(self.server_models()) or 'no models'}") from None
             raise ClientError(f"cannot read model '{self.model}': {str(exc).splitlines()[0]}") from None
-        config = config.get("config", config)
-        params = config.get("parameters", {})
-        if "gatta" not in params:
-            raise ClientError(f"model '{self.model}' at {self.url} is not a gattanet export (no 'gatta' parameters)")
-        meta = json.loads(params["gatta"]["string_value"])
-        keys = np.asarray(meta.get("class_keys") or [], np.float32)
-        return ModelInfo(
-            name=self.model, flavour=meta["flavour"], image_size=int(meta["image_size"]), d=int(meta["d"]),
-            labels=meta["labels"], layers=[LayerInfo(**l) for l in meta["layers"]],
-            max_batch_size=int(config.get("max_batch_size", 0)) or 1,
-            inputs=[i["name"] for i in config["input"]], outputs=[o["name"] for o in config["output"]],
-            class_keys=keys if keys.size else None, baseline=bool(meta.get("baseline")))
+        try:
+            info = ModelMetadata.from_model_config(config)
+        except KeyError:
+            raise ClientError(f"model '{self.model}' at {self.url} is not a gattanet export "
+                              f"(no '{contract.PARAM_METADATA}' parameter)") from None
+        info.max_batch_size = info.max_batch_size or 1
+        return info
 
     # -- request building -------------------------------------------------------------------
     def lesion_mask(self, lesion: str | Sequence[float] | None) -> np.ndarray:
-        n = len(self.info.layers)
-        if lesion is None:
-            return np.ones(n, np.float32)
-        mask = parse_lesion(lesion, self.info.kinds) if isinstance(lesion, str) else list(lesion)
-        if len(mask) != n:
-            raise ClientError(f"lesion mask has {len(mask)} entries; model has {n} attached layers")
-        return np.asarray(mask, np.float32)
+        """[L] mask from the paper's notation (``c.cdd``), a sequence, or None (full model);
+        raises LesionError."""
+        return self.info.lesion_mask(lesion)
 
     def query_bias(self, prior: str | int | None, strength: float | None = None) -> np.ndarray:
         """Top-down attention towards a class: add strength * dir_c / |dir_c|^2 to q_avg, where
         dir_c (exported with the model) is the logits layer's key for class c signed so that
         the change amplifies class c's logit. On the shipped CIFAR-10 model, strength 0.3
         towards the true class raised validation accuracy from 77.0% to 79.1% (docs/results.md)."""
-        bias = np.zeros(self.info.d, np.float32)
         if prior is None:
-            return bias
+            return contract.default_input(contract.QUERY_BIAS, 1, (self.info.d,))[0]
         labels = self.info.labels
         if isinstance(prior, str) and not prior.isdigit():
             if prior not in labels:
@@ -160,23 +151,22 @@ class GattaClient:
                 raise ClientError(f"class index {index} out of range 0..{len(labels) - 1}")
         if self.info.class_keys is None:
             raise ClientError("this model exports no class key directions (baseline export?)")
-        key = self.info.class_keys[index]
         strength = self.prior_strength if strength is None else strength
-        return (strength * key / max(float(key @ key), 1e-12)).astype(np.float32)
+        return contract.prior_bias(self.info.class_keys, index, strength)
 
     def _infer(self, images: np.ndarray, mask: np.ndarray, bias: np.ndarray, maps: bool) -> dict[str, np.ndarray]:
         m = self._module
         batch = images.shape[0]
-        feeds = {"image": images}
-        if not self.info.baseline:
-            feeds["lesion_mask"] = np.repeat(mask[None], batch, 0)
-            feeds["query_bias"] = np.repeat(bias[None], batch, 0)
+        feeds = {contract.IMAGE: images}
+        if not self.info.baseline:  # always sent: the onnxruntime flavour requires them
+            feeds[contract.LESION_MASK] = np.repeat(mask[None], batch, 0)
+            feeds[contract.QUERY_BIAS] = np.repeat(bias[None], batch, 0)
         inputs = []
         for name, arr in feeds.items():
-            tensor = m.InferInput(name, list(arr.shape), "FP32")
-            tensor.set_data_from_numpy(np.ascontiguousarray(arr))
+            tensor = m.InferInput(name, list(arr.shape), contract.DTYPE)
+            tensor.set_data_from_numpy(np.ascontiguousarray(arr, contract.NUMPY_DTYPE))
             inputs.append(tensor)
-        wanted = [n for n in self.info.outputs if maps or not n.startswith(("gatta_", "q_avg"))]
+        wanted = [n for n in self.info.output_names if maps or n in (contract.LOGITS, contract.PROBS)]
         outputs = [m.InferRequestedOutput(n) for n in wanted]
         kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
         start = time.perf_counter()
@@ -222,16 +212,16 @@ class GattaClient:
         return results
 
     def _fill(self, res: Classification, out: dict, row: int, top_k: int, maps: bool) -> None:
-        probs = out["probs"][row]
+        probs = out[contract.PROBS][row]
         order = np.argsort(-probs)[:top_k]
         labels = self.info.labels
         res.index = int(order[0])
         res.label, res.prob = labels[res.index], float(probs[res.index])
         res.top_k = [(labels[j], float(probs[j])) for j in order]
         metrics.PREDICTIONS.labels(label=res.label).inc()
-        if maps and "q_avg" in out:
-            res.q_avg = out["q_avg"][row]
-            res.gatta = {l.name: out[f"gatta_{l.name}"][row] for l in self.info.layers}
+        if maps and contract.Q_AVG in out:
+            res.q_avg = out[contract.Q_AVG][row]
+            res.gatta = {l.name: out[contract.gatta_output(l.name)][row] for l in self.info.layers}
 
     def classify_many(self, items: Iterable[ImageLike], concurrency: int = 4, batch_size: int | None = None,
                       **kwargs) -> Iterator[Classification]:

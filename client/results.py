@@ -1,4 +1,5 @@
-"""Typed results of classification, and the model description read from the server."""
+"""Typed results of classification. The model description the client reads from the server
+is the contract's :class:`gatta.contract.ModelMetadata` (``ModelInfo`` here)."""
 
 from __future__ import annotations
 
@@ -6,34 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gatta.contract import LayerInfo, ModelMetadata
 
-@dataclass
-class LayerInfo:
-    name: str
-    kind: str  # conv | dense
-    shape: list[int]  # gatta map shape per image
-    alpha: float | None = None  # modulation strength: a unit is scaled by 1 + alpha * gatta
-
-
-@dataclass
-class ModelInfo:
-    """Everything the client needs, read from Triton's model config (no local configuration)."""
-
-    name: str
-    flavour: str
-    image_size: int
-    d: int
-    labels: list[str]
-    layers: list[LayerInfo]
-    max_batch_size: int
-    inputs: list[str]
-    outputs: list[str]
-    class_keys: np.ndarray | None = None  # [classes, d]
-    baseline: bool = False
-
-    @property
-    def kinds(self) -> list[str]:
-        return [l.kind for l in self.layers]
+ModelInfo = ModelMetadata  # what `GattaClient.info` holds: read from Triton's model config
+__all__ = ["Classification", "LayerInfo", "ModelInfo"]
 
 
 @dataclass

@@ -39,7 +39,7 @@ def _png(img) -> str:
 def model_info(client: GattaClient) -> dict:
     i = client.info
     return {"name": i.name, "flavour": i.flavour, "image_size": i.image_size, "labels": i.labels,
-            "pattern": full_pattern(i.kinds), "baseline": i.baseline, "has_prior": i.class_keys is not None,
+            "pattern": i.full_pattern, "baseline": i.baseline, "has_prior": i.class_keys is not None,
             "prior_strength": client.prior_strength, "quantity": maps.label_for(i.layers),
             "layers": [{"name": l.name, "kind": l.kind, "letter": full_pattern([l.kind]), "shape": l.shape,
                         "alpha": l.alpha} for l in i.layers]}
@@ -80,7 +80,7 @@ def classify(client: GattaClient, data: bytes, lesion: str | None, prior: str | 
                                                  names=info.labels if is_logits else None))
             entry["values"] = [round(float(v), 6) for v in values]
         layers.append(entry)
-    return {"on": _summary(on, top_k), "off": _summary(off, top_k), "probs": probs, "probs_off": probs_off, "lesion": on.lesion or full_pattern(info.kinds),
+    return {"on": _summary(on, top_k), "off": _summary(off, top_k), "probs": probs, "probs_off": probs_off, "lesion": on.lesion or info.full_pattern,
             "prior": prior or None, "strength": strength, "input": _png(maps.input_image(image)),
             "limit": limit, "colour_bar": _png(maps.colour_bar(limit, height=160, label=f"conv {maps.label_for(info.layers)}")),
             "layers": layers, "infer_ms": round(infer_ms, 2)}

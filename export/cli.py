@@ -12,6 +12,7 @@ from gatta.extras import require
 require("torch", "export")
 require("onnxruntime", "export")
 
+from gatta import contract  # noqa: E402
 from gatta.training.checkpoint import CheckpointError  # noqa: E402
 
 from .exporter import ExportOptions, export_checkpoint  # noqa: E402
@@ -28,11 +29,11 @@ def summary_table(report) -> str:
     sig, ver = report.signature, report.verification
     lines = ["tensor                 dims            dtype  notes"]
     for spec in sig.inputs:
-        note = "optional (python flavour, ONNX default)" if spec.optional else "pixels in [0, 1]" if spec.name == "image" else ""
+        note = "optional (python flavour, ONNX default)" if spec.optional else "pixels in [0, 1]" if spec.name == contract.IMAGE else ""
         lines.append(f"in  {spec.name:<18} {'B x ' + 'x'.join(map(str, spec.dims)):<15} {spec.dtype:<6} {note}")
     for spec in sig.outputs:
         fig = ver["worst"].get(spec.name)
-        note = f"max {'rel' if spec.name == 'logits' else 'abs'} diff {fig:.1e}" if fig is not None else ""
+        note = f"max {'rel' if spec.name == contract.LOGITS else 'abs'} diff {fig:.1e}" if fig is not None else ""
         lines.append(f"out {spec.name:<18} {'B x ' + 'x'.join(map(str, spec.dims)):<15} {spec.dtype:<6} {note}")
     lines.append(f"\nverified against PyTorch: {ver['cases']} runs on {ver['images']} "
                  f"(tolerance abs {ver['tolerance']['abs']:.0e}, logits rel {ver['tolerance']['logits_rel']:.0e})")
@@ -52,7 +53,7 @@ def summary_table(report) -> str:
 @click.option("--opset", default=17, show_default=True, help="ONNX opset (14..20).")
 @click.option("--fp16", is_flag=True, help="Half-precision weights and compute (IO stays FP32); looser parity (1e-2).")
 @click.option("--baseline", is_flag=True, help="Export the frozen backbone alone (image -> logits, probs) for A/B serving.")
-@click.option("--flavor", "--flavour", "flavour", type=click.Choice(["onnxruntime", "python", "both"]),
+@click.option("--flavor", "flavour", type=click.Choice(["onnxruntime", "python", "both"]),
               default="onnxruntime", show_default=True,
               help="onnxruntime: Triton's native backend, GPU (NVIDIA's container). python: ONNX Runtime "
                    "inside Triton's python backend, CPU, runs anywhere. both: OUT/onnxruntime and OUT/python.")

@@ -18,8 +18,10 @@ import numpy as np
 from gatta.training.checkpoint import CheckpointMeta, load_checkpoint
 
 from .onnx_graph import check_onnx, export_onnx
-from .repository import FLAVOURS, write_repository
-from .signature import ModelSignature, signature_for
+from gatta.contract import ModelMetadata
+
+from .repository import FLAVOURS, RepositoryOptions, write_repository
+from .signature import signature_for
 from .verify import ExportError, verify_export
 
 OPSETS = range(14, 21)  # what the TorchScript exporter and ONNX Runtime both handle here
@@ -42,10 +44,16 @@ class ExportOptions:
     dynamic_batching: bool = True
     instances: int = 1  # Triton model instances (instance_group count)
 
+    def repository_options(self, flavour: str) -> RepositoryOptions:
+        """What of these options reaches one flavour's Triton repository."""
+        return RepositoryOptions(name=self.name, version=self.version, flavour=flavour, max_batch=self.max_batch,
+                                 threads=self.threads, tensorrt_fp16=self.tensorrt_fp16, encoded=self.encoded,
+                                 dynamic_batching=self.dynamic_batching, instances=self.instances)
+
 
 @dataclass
 class ExportReport:
-    signature: ModelSignature
+    signature: ModelMetadata
     verification: dict
     files: dict[str, int] = field(default_factory=dict)  # path -> bytes
     repositories: list[Path] = field(default_factory=list)
@@ -86,7 +94,7 @@ def _check_target(opts: ExportOptions, flavours: list[str]) -> list[Path]:
     return repos
 
 
-def _move_into_place(staged_repo: Path, repo: Path, version: int) -> None:
+def _move_into_place(staged_repo: Path, repo: Path) -> None:
     repo.mkdir(parents=True, exist_ok=True)
     for model_dir in staged_repo.iterdir():
         target = repo / model_dir.name
@@ -121,16 +129,14 @@ def export_checkpoint(ckpt: Path, opts: ExportOptions, progress=lambda msg: None
         report = ExportReport(signature, verification)
         for flavour, repo in zip(flavours, repos):
             staged = staging / f"repo-{flavour}"
-            files = write_repository(staged, signature, onnx_path, opts.name, opts.version, flavour,
-                                     opts.max_batch, opts.threads, opts.tensorrt_fp16, opts.encoded,
-                                     opts.dynamic_batching, opts.instances)
+            files = write_repository(staged, signature, onnx_path, opts.repository_options(flavour))
             for f in files:
                 report.files[str(repo / f.relative_to(staged))] = f.stat().st_size
             if opts.force:
                 old = repo / opts.name / str(opts.version)
                 if old.exists():
                     shutil.rmtree(old)
-            _move_into_place(staged, repo, opts.version)
+            _move_into_place(staged, repo)
             report.repositories.append(repo)
         return report
     finally:

@@ -13,7 +13,8 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from .signature import ModelSignature
+from gatta import contract
+from gatta.contract import ModelMetadata
 
 
 class ServedGatta(nn.Module):
@@ -45,20 +46,19 @@ class ServedBaseline(nn.Module):
         return logits.float(), torch.softmax(logits.float(), 1)
 
 
-def example_inputs(signature: ModelSignature, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+def example_inputs(signature: ModelMetadata, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """A random image batch; the optional inputs at their defaults."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in signature.inputs:
-        if spec.name == "image":
-            feeds[spec.name] = rng.random((batch, *spec.dims), dtype=np.float32)
-        elif spec.name == "lesion_mask":
-            feeds[spec.name] = np.ones((batch, *spec.dims), np.float32)
+        if spec.optional:
+            feeds[spec.name] = contract.default_input(spec.name, batch, spec.dims)
         else:
-            feeds[spec.name] = np.zeros((batch, *spec.dims), np.float32)
+            feeds[spec.name] = rng.random((batch, *spec.dims), dtype=np.float32)
     return feeds
 
 
-def export_onnx(model, signature: ModelSignature, path: Path, opset: int = 17, fp16: bool = False) -> Path:
+def export_onnx(model, signature: ModelMetadata, path: Path, opset: int = 17, fp16: bool = False) -> Path:
     """Trace and write ``path`` as a single file (weights inline, no ``.onnx.data``)."""
     model = model.eval()
     # The wrapper must be in eval mode too: the exporter restores the wrapper's mode after
@@ -80,14 +80,12 @@ def export_onnx(model, signature: ModelSignature, path: Path, opset: int = 17, f
     return path
 
 
-def _add_input_defaults(graph: onnx.ModelProto, signature: ModelSignature) -> None:
+def _add_input_defaults(graph: onnx.ModelProto, signature: ModelMetadata) -> None:
     """An initializer that is also a graph input is an overridable default in ONNX Runtime:
     callers may omit ``lesion_mask`` (ones [1, L]: full model) or ``query_bias`` (zeros)."""
-    for spec in signature.inputs:
-        if not spec.optional:
-            continue
-        value = np.ones if spec.name == "lesion_mask" else np.zeros
-        graph.graph.initializer.append(numpy_helper.from_array(value((1, *spec.dims), np.float32), spec.name))
+    for spec in signature.optional_inputs:
+        graph.graph.initializer.append(numpy_helper.from_array(contract.default_input(spec.name, 1, spec.dims),
+                                                               spec.name))
 
 
 def check_onnx(path: Path) -> onnx.ModelProto:

@@ -1,4 +1,4 @@
-"""Write a Triton model repository from a verified ONNX file and its signature.
+"""Write a Triton model repository from a verified ONNX file and its metadata.
 
     <out>/
       <name>/                 the classifier (flavour: onnxruntime or python)
@@ -8,143 +8,172 @@
       <name>_preprocess/      python: encoded JPEG/PNG bytes -> image tensor
       <name>_encoded/         ensemble: image_bytes -> <name>_preprocess -> <name>
 
-Both flavours come from the same ModelSignature, so their tensors are identical. Triton's
+Both flavours come from the same ModelMetadata, so their tensors are identical. Triton's
 onnxruntime backend refuses optional inputs on batching models, so there `lesion_mask` and
 `query_bias` are required (clients send ones/zeros); in the python flavour they are optional.
+Every config.pbtxt is built as Triton's own ``ModelConfig`` message and written with protobuf
+``text_format``; the contract (metadata, tensor names, defaults) travels in its ``parameters``.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import shutil
 from importlib import resources
 from pathlib import Path
 
-from .signature import ModelSignature, TensorSpec
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from gatta import contract
+from gatta.contract import ModelMetadata, TensorSpec
 
 FLAVOURS = ("onnxruntime", "python")
+DECODER_MARKER = "# @@gatta.decoder@@"
 
 
-def _dims(dims) -> str:
-    return "[ " + ", ".join(str(d) for d in dims) + " ]"
+@dataclasses.dataclass
+class RepositoryOptions:
+    """How to lay the model out in Triton (the exporter's options that reach config.pbtxt)."""
+
+    name: str = "gatta"
+    version: int = 1
+    flavour: str = "python"  # one of FLAVOURS
+    max_batch: int = 64
+    threads: int = 1  # python flavour: ONNX Runtime intra-op threads per instance
+    tensorrt_fp16: bool = False
+    encoded: bool = True  # also write the encoded-bytes preprocessing ensemble
+    dynamic_batching: bool = True
+    instances: int = 1  # Triton model instances (instance_group count)
+    warmup: bool = True  # onnxruntime flavour: one warm-up batch at load
 
 
-def _tensor(spec: TensorSpec, optional_ok: bool, label_file: str | None = None) -> str:
-    lines = [f'    name: "{spec.name}"', f"    data_type: TYPE_{'STRING' if spec.dtype == 'BYTES' else spec.dtype}",
-             f"    dims: {_dims(spec.dims)}"]
+def _tensor(message, spec: TensorSpec, optional_ok: bool = False, label_file: str = "") -> None:
+    message.name = spec.name
+    message.data_type = mc.DataType.Value("TYPE_STRING" if spec.dtype == "BYTES" else f"TYPE_{spec.dtype}")
+    message.dims.extend(spec.dims)
     if spec.optional and optional_ok:
-        lines.append("    optional: true")
+        message.optional = True
     if label_file:
-        lines.append(f'    label_filename: "{label_file}"')
-    return "  {\n" + "\n".join(lines) + "\n  }"
+        message.label_filename = label_file
 
 
-def _io_block(kind: str, specs, optional_ok: bool, labels: bool = False) -> str:
-    body = ",\n".join(_tensor(s, optional_ok, "labels.txt" if labels and s.name == "probs" else None) for s in specs)
-    return f"{kind} [\n{body}\n]"
+def _add_io(config: mc.ModelConfig, inputs, outputs, optional_ok: bool, labels: bool = False) -> None:
+    for spec in inputs:
+        _tensor(config.input.add(), spec, optional_ok)
+    for spec in outputs:
+        _tensor(config.output.add(), spec, label_file="labels.txt" if labels and spec.name == contract.PROBS else "")
 
 
-def _parameters(params: dict[str, str]) -> str:
-    return "\n".join(
-        f'parameters {{ key: "{k}" value: {{ string_value: {json.dumps(v)} }} }}' for k, v in params.items()
-    )
+def _set_parameters(config: mc.ModelConfig, params: dict[str, str]) -> None:
+    for key, value in params.items():
+        config.parameters[key].string_value = value
 
 
-def metadata_json(signature: ModelSignature, flavour: str) -> str:
-    """What a client needs beyond tensor shapes, carried in config.pbtxt `parameters`."""
-    return json.dumps({
-        "flavour": flavour, "image_size": signature.image_size, "d": signature.d,
-        "layers": signature.layers, "labels": signature.labels, "baseline": signature.baseline,
-        "class_keys": [[round(v, 6) for v in row] for row in signature.class_keys],
-    }, separators=(",", ":"))
+def _text(config: mc.ModelConfig) -> str:
+    return text_format.MessageToString(config)
 
 
-def model_config(signature: ModelSignature, name: str, flavour: str, max_batch: int,
-                 threads: int = 1, tensorrt_fp16: bool = False, warmup: bool = True,
-                 dynamic_batching: bool = True, instances: int = 1) -> str:
-    if flavour not in FLAVOURS:
-        raise ValueError(f"unknown flavour {flavour!r}; choose one of {', '.join(FLAVOURS)}")
-    native = flavour == "onnxruntime"
-    head = [f'name: "{name}"']
-    head += ['platform: "onnxruntime_onnx"', 'backend: "onnxruntime"'] if native else ['backend: "python"']
-    head.append(f"max_batch_size: {max_batch}")
-    parts = ["\n".join(head),
-             _io_block("input", signature.inputs, optional_ok=not native),
-             _io_block("output", signature.outputs, optional_ok=False, labels=True),
-             f"instance_group [ {{ count: {instances} kind: {'KIND_GPU' if native else 'KIND_CPU'} }} ]"]
-    if dynamic_batching:
-        parts.append("dynamic_batching { max_queue_delay_microseconds: 200 }")
-    if native and tensorrt_fp16:
-        parts.append(
-            "optimization { execution_accelerators { gpu_execution_accelerator: [ {\n"
-            '  name: "tensorrt"\n  parameters { key: "precision_mode" value: "FP16" }\n'
-            '  parameters { key: "max_workspace_size_bytes" value: "1073741824" }\n} ] } }')
-    if native and warmup:
-        feeds = "\n".join(
-            f'    inputs {{ key: "{s.name}" value: {{ data_type: TYPE_FP32 dims: {_dims(s.dims)} '
-            f"{'random_data: true' if s.name == 'image' else ('zero_data: true' if s.name == 'query_bias' else 'random_data: true')} }} }}"
-            for s in signature.inputs)
-        parts.append(f'model_warmup [ {{\n    name: "warmup_batch1"\n    batch_size: 1\n{feeds}\n}} ]')
-    params = {"gatta": metadata_json(signature, flavour)}
+def read_config(path: Path) -> mc.ModelConfig:
+    """Parse a config.pbtxt with Triton's schema (raises text_format.ParseError)."""
+    return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
+
+
+def model_config(meta: ModelMetadata, opts: RepositoryOptions) -> mc.ModelConfig:
+    if opts.flavour not in FLAVOURS:
+        raise ValueError(f"unknown flavour {opts.flavour!r}; choose one of {', '.join(FLAVOURS)}")
+    native = opts.flavour == "onnxruntime"
+    config = mc.ModelConfig(name=opts.name, max_batch_size=opts.max_batch)
+    if native:
+        config.platform, config.backend = "onnxruntime_onnx", "onnxruntime"
+    else:
+        config.backend = "python"
+    _add_io(config, meta.inputs, meta.outputs, optional_ok=not native, labels=True)
+    config.instance_group.add(count=opts.instances, kind=mc.ModelInstanceGroup.KIND_GPU if native
+                              else mc.ModelInstanceGroup.KIND_CPU)
+    if opts.dynamic_batching:
+        config.dynamic_batching.max_queue_delay_microseconds = 200
+    if native and opts.tensorrt_fp16:
+        trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        trt.parameters["precision_mode"] = "FP16"
+        trt.parameters["max_workspace_size_bytes"] = "1073741824"
+    if native and opts.warmup:
+        warmup = config.model_warmup.add(name="warmup_batch1", batch_size=1)
+        for spec in meta.inputs:
+            feed = warmup.inputs[spec.name]
+            feed.data_type, feed.dims[:] = mc.TYPE_FP32, spec.dims
+            # the warm-up bias is the default (zeros); random masks exercise every layer
+            if spec.name == contract.QUERY_BIAS:
+                feed.zero_data = True
+            else:
+                feed.random_data = True
+    params = contract.triton_parameters(dataclasses.replace(meta, flavour=opts.flavour), meta.inputs)
     if not native:
-        params["intra_op_threads"] = str(threads)
-    parts.append(_parameters(params))
-    return "\n".join(parts) + "\n"
+        params["intra_op_threads"] = str(opts.threads)
+    _set_parameters(config, params)
+    return config
 
 
-def preprocess_config(signature: ModelSignature, name: str, max_batch: int) -> str:
-    image_bytes = TensorSpec("image_bytes", "BYTES", (1,))
-    optional_inputs = [s for s in signature.inputs if s.optional]
-    parts = [f'name: "{name}_preprocess"\nbackend: "python"\nmax_batch_size: {max_batch}',
-             _io_block("input", [image_bytes, *optional_inputs], optional_ok=True),
-             _io_block("output", signature.inputs, optional_ok=False),
-             "instance_group [ { count: 1 kind: KIND_CPU } ]",
-             "dynamic_batching { max_queue_delay_microseconds: 200 }",
-             _parameters({"image_size": str(signature.image_size),
-                          "defaults": json.dumps({s.name: (1.0 if s.name == "lesion_mask" else 0.0) for s in optional_inputs})})]
-    return "\n".join(parts) + "\n"
+def preprocess_config(meta: ModelMetadata, opts: RepositoryOptions) -> mc.ModelConfig:
+    config = mc.ModelConfig(name=opts.name + contract.PREPROCESS_SUFFIX, backend="python",
+                            max_batch_size=opts.max_batch)
+    _add_io(config, [contract.IMAGE_BYTES_SPEC, *meta.optional_inputs], meta.inputs, optional_ok=True)
+    config.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
+    config.dynamic_batching.max_queue_delay_microseconds = 200
+    params = contract.triton_parameters(None, meta.inputs)
+    params[contract.PARAM_IMAGE_SIZE] = str(meta.image_size)
+    _set_parameters(config, params)
+    return config
 
 
-def ensemble_config(signature: ModelSignature, name: str, max_batch: int) -> str:
-    optional_inputs = [s for s in signature.inputs if s.optional]
-    inputs = [TensorSpec("image_bytes", "BYTES", (1,)), *optional_inputs]
-    pre_in = "\n".join(f'      input_map {{ key: "{s.name}" value: "{s.name}" }}' for s in inputs)
-    pre_out = "\n".join(f'      output_map {{ key: "{s.name}" value: "_{s.name}" }}' for s in signature.inputs)
-    main_in = "\n".join(f'      input_map {{ key: "{s.name}" value: "_{s.name}" }}' for s in signature.inputs)
-    main_out = "\n".join(f'      output_map {{ key: "{s.name}" value: "{s.name}" }}' for s in signature.outputs)
-    parts = [f'name: "{name}_encoded"\nplatform: "ensemble"\nmax_batch_size: {max_batch}',
-             _io_block("input", inputs, optional_ok=True),
-             _io_block("output", signature.outputs, optional_ok=False),
-             "ensemble_scheduling {\n  step [\n"
-             f'    {{\n      model_name: "{name}_preprocess"\n      model_version: -1\n{pre_in}\n{pre_out}\n    }},\n'
-             f'    {{\n      model_name: "{name}"\n      model_version: -1\n{main_in}\n{main_out}\n    }}\n  ]\n}}']
-    return "\n".join(parts) + "\n"
+def ensemble_config(meta: ModelMetadata, opts: RepositoryOptions) -> mc.ModelConfig:
+    config = mc.ModelConfig(name=opts.name + contract.ENCODED_SUFFIX, platform="ensemble",
+                            max_batch_size=opts.max_batch)
+    inputs = [contract.IMAGE_BYTES_SPEC, *meta.optional_inputs]
+    _add_io(config, inputs, meta.outputs, optional_ok=True)
+    pre = config.ensemble_scheduling.step.add(model_name=opts.name + contract.PREPROCESS_SUFFIX, model_version=-1)
+    main = config.ensemble_scheduling.step.add(model_name=opts.name, model_version=-1)
+    for spec in inputs:
+        pre.input_map[spec.name] = spec.name
+    for spec in meta.inputs:  # internal tensors between the two steps: _image, _lesion_mask...
+        pre.output_map[spec.name] = main.input_map[spec.name] = f"_{spec.name}"
+    for spec in meta.outputs:
+        main.output_map[spec.name] = spec.name
+    return config
 
 
 def _template(filename: str) -> str:
     return resources.files("gatta.export").joinpath("templates", filename).read_text()
 
 
-def write_repository(staging: Path, signature: ModelSignature, onnx_file: Path, name: str,
-                     version: int, flavour: str, max_batch: int, threads: int = 1,
-                     tensorrt_fp16: bool = False, encoded: bool = True, dynamic_batching: bool = True,
-                     instances: int = 1) -> list[Path]:
+def decoder_source() -> str:
+    return resources.files("gatta").joinpath("decoder.py").read_text()
+
+
+def preprocess_model_source() -> str:
+    """The preprocessing model's model.py: its template with the shared decoder copied in."""
+    template = _template("preprocess_model.py")
+    if template.count(DECODER_MARKER) != 1:
+        raise RuntimeError(f"templates/preprocess_model.py must hold the line {DECODER_MARKER!r} once")
+    return template.replace(DECODER_MARKER, decoder_source().rstrip("\n"))
+
+
+def write_repository(staging: Path, meta: ModelMetadata, onnx_file: Path, opts: RepositoryOptions) -> list[Path]:
     """Lay the model out under ``staging`` (an empty folder); returns the files written."""
-    model_dir = staging / name
-    version_dir = model_dir / str(version)
+    model_dir = staging / opts.name
+    version_dir = model_dir / str(opts.version)
     version_dir.mkdir(parents=True)
     shutil.copyfile(onnx_file, version_dir / "model.onnx")
-    (model_dir / "config.pbtxt").write_text(model_config(signature, name, flavour, max_batch, threads, tensorrt_fp16,
-                                                                 dynamic_batching=dynamic_batching, instances=instances))
-    (model_dir / "labels.txt").write_text("\n".join(signature.labels) + "\n")
-    if flavour == "python":
+    (model_dir / "config.pbtxt").write_text(_text(model_config(meta, opts)))
+    (model_dir / "labels.txt").write_text("\n".join(meta.labels) + "\n")
+    if opts.flavour == "python":
         (version_dir / "model.py").write_text(_template("classifier_model.py"))
-    if encoded:
-        pre = staging / f"{name}_preprocess"
+    if opts.encoded:
+        pre = staging / (opts.name + contract.PREPROCESS_SUFFIX)
         (pre / "1").mkdir(parents=True)
-        (pre / "1" / "model.py").write_text(_template("preprocess_model.py"))
-        (pre / "config.pbtxt").write_text(preprocess_config(signature, name, max_batch))
-        ens = staging / f"{name}_encoded"
+        (pre / "1" / "model.py").write_text(preprocess_model_source())
+        (pre / "config.pbtxt").write_text(_text(preprocess_config(meta, opts)))
+        ens = staging / (opts.name + contract.ENCODED_SUFFIX)
         (ens / "1").mkdir(parents=True)
-        (ens / "config.pbtxt").write_text(ensemble_config(signature, name, max_batch))
+        (ens / "config.pbtxt").write_text(_text(ensemble_config(meta, opts)))
     return sorted(p for p in staging.rglob("*") if p.is_file())

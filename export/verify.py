@@ -13,7 +13,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from .signature import ModelSignature
+from gatta import contract
+from gatta.contract import ModelMetadata
 
 FP32_TOL = {"abs": 1e-4, "logits_rel": 1e-5}
 FP16_TOL = {"abs": 1e-2, "logits_rel": 1e-2}
@@ -42,17 +43,17 @@ def ort_session(path: Path, level: str = "all", threads: int = 0, spinning: bool
 
 
 @torch.no_grad()
-def torch_outputs(model, signature: ModelSignature, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    image = torch.from_numpy(feeds["image"])
+def torch_outputs(model, signature: ModelMetadata, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    image = torch.from_numpy(feeds[contract.IMAGE])
     if signature.baseline:
         logits = model.forward_backbone(image)
-        return {"logits": logits.numpy(), "probs": torch.softmax(logits, 1).numpy()}
-    mask = torch.from_numpy(feeds["lesion_mask"]) if "lesion_mask" in feeds else None
-    bias = torch.from_numpy(feeds["query_bias"]) if "query_bias" in feeds else None
+        return {contract.LOGITS: logits.numpy(), contract.PROBS: torch.softmax(logits, 1).numpy()}
+    mask = torch.from_numpy(feeds[contract.LESION_MASK]) if contract.LESION_MASK in feeds else None
+    bias = torch.from_numpy(feeds[contract.QUERY_BIAS]) if contract.QUERY_BIAS in feeds else None
     out = model(image, lesion_mask=mask, query_bias=bias, return_maps=True)
-    result = {"logits": out.logits.numpy(), "probs": torch.softmax(out.logits, 1).numpy(),
-              "q_avg": out.q_avg.numpy()}
-    result.update({f"gatta_{k}": v.numpy() for k, v in out.gatta.items()})
+    result = {contract.LOGITS: out.logits.numpy(), contract.PROBS: torch.softmax(out.logits, 1).numpy(),
+              contract.Q_AVG: out.q_avg.numpy()}
+    result.update({contract.gatta_output(k): v.numpy() for k, v in out.gatta.items()})
     return result
 
 
@@ -64,7 +65,7 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
         if got.shape != ref.shape:
             raise ExportError(f"output {name}: shape {got.shape} from ONNX Runtime, {ref.shape} from PyTorch")
         diff = float(np.abs(got - ref).max()) if ref.size else 0.0
-        if name == "logits":
+        if name == contract.LOGITS:
             diff /= max(float(np.abs(ref).max()), 1e-12)
             limit = tol["logits_rel"]
         else:
@@ -77,25 +78,26 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
     return figures
 
 
-def verification_cases(signature: ModelSignature, images: np.ndarray, seed: int = 0):
+def verification_cases(signature: ModelMetadata, images: np.ndarray, seed: int = 0):
     """(label, feeds) pairs: two batch sizes, default inputs omitted, per-image lesion masks,
     and a query bias."""
     rng = np.random.default_rng(seed)
     n_layers = len(signature.layers)
     for batch in (1, min(len(images), 7)):
         x = images[:batch]
-        yield f"batch {batch}", {"image": x}
+        yield f"batch {batch}", {contract.IMAGE: x}
         if signature.baseline:
             continue
         masks = rng.integers(0, 2, (batch, n_layers)).astype(np.float32)
         masks[0] = 0.0  # an all-zero mask is the baseline
-        yield f"batch {batch} + lesion masks", {"image": x, "lesion_mask": masks}
+        yield f"batch {batch} + lesion masks", {contract.IMAGE: x, contract.LESION_MASK: masks}
         bias = rng.normal(size=(batch, signature.d)).astype(np.float32)
-        yield f"batch {batch} + query bias", {"image": x, "lesion_mask": np.ones((batch, n_layers), np.float32),
-                                              "query_bias": bias}
+        yield f"batch {batch} + query bias", {contract.IMAGE: x,
+                                              contract.LESION_MASK: contract.default_input(contract.LESION_MASK, batch, (n_layers,)),
+                                              contract.QUERY_BIAS: bias}
 
 
-def verify_export(model, signature: ModelSignature, onnx_path: Path, images: np.ndarray,
+def verify_export(model, signature: ModelMetadata, onnx_path: Path, images: np.ndarray,
                   fp16: bool = False) -> dict:
     """Run every case through PyTorch and ONNX Runtime (graph optimisations on and off).
     Returns the worst figure per output; raises ExportError with the figures on mismatch."""

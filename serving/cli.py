@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
@@ -24,18 +23,23 @@ def has_gpu() -> bool:
 
 def check_loadable(repository: Path, binary: ServerBinary) -> None:
     """Fail in one line when a model needs a backend or a GPU this host lacks."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
     backends = binary.backends
-    for config in sorted(repository.glob("*/config.pbtxt")):
-        text = config.read_text()
-        match = re.search(r'^backend:\s*"([^"]+)"', text, re.M)
-        backend = match.group(1) if match else None
-        model = config.parent.name
+    for path in sorted(repository.glob("*/config.pbtxt")):
+        model = path.parent.name
+        try:
+            config = text_format.Parse(path.read_text(), mc.ModelConfig())
+        except text_format.ParseError as exc:
+            raise LaunchError(f"{path} is not a valid Triton model config: {exc}") from None
+        backend = config.backend
         if backend and backends and backend not in backends:
             raise LaunchError(
                 f"model '{model}' needs Triton's {backend} backend, which this tritonserver ({binary.origin}: "
                 f"{', '.join(sorted(backends))}) lacks; re-export with `gatta-export --flavor python` "
                 "or serve from NVIDIA's Triton container (see Dockerfile)")
-        if "KIND_GPU" in text and not has_gpu():
+        if any(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in config.instance_group) and not has_gpu():
             raise LaunchError(
                 f"model '{model}' is configured for a GPU (KIND_GPU) and this host has none; re-export with "
                 "`gatta-export --flavor python` for CPU serving")

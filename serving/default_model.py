@@ -22,11 +22,14 @@ def source_digest(folder: Path) -> str:
 
 
 def checkpoint_digest(path: Path) -> str:
-    """Hash of the checkpoint's bytes and the exporter's code that turns them into a repository."""
+    """Hash of the checkpoint's bytes and the code that turns them into a repository: the
+    exporter and the shared modules it writes from (contract, decoder)."""
+    import gatta
     import gatta.export
 
     h = hashlib.sha256(Path(path).read_bytes())
-    h.update(source_digest(Path(gatta.export.__file__).parent).encode())
+    for package in (gatta.export, gatta):
+        h.update(source_digest(Path(package.__file__).parent).encode())
     return h.hexdigest()[:16]
 
 

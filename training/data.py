@@ -12,7 +12,6 @@ Decoded arrays are cached under ``$GATTA_CACHE`` (default ``~/.cache/gattanet``)
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 import pickle
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from gatta.decoder import IMAGE_SUFFIXES, DecodeError, decode_image
 
 
 class DataError(ValueError):
@@ -41,9 +40,6 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def subset(self, indices: torch.Tensor) -> "ImageSet":
-        return ImageSet(self.images[indices], self.labels[indices], self.class_names)
 
 
 def cache_dir() -> Path:
@@ -112,25 +108,20 @@ def _load_cifar100_pickle(root: Path, split: str) -> ImageSet:
     return ImageSet(torch.from_numpy(x), torch.tensor(batch["fine_labels"]), list(names))
 
 
-def decode_image(data: bytes, image_size: int | None) -> np.ndarray:
-    """Encoded bytes -> uint8 [3, H, W] RGB, resized to a square side when given."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("RGB")
-        if image_size and img.size != (image_size, image_size):
-            img = img.resize((image_size, image_size), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
-
-
 def _assemble(items: list[tuple[str, bytes]], image_size, workers, origin) -> ImageSet:
     """items: (class name, encoded bytes) pairs."""
     if not items:
         raise DataError(f"{origin}: no images found (expected <root>/<class>/*.jpg)")
     class_names = sorted({c for c, _ in items})
     index = {c: i for i, c in enumerate(class_names)}
+    def decode(item):
+        try:
+            return decode_image(item[1], image_size)
+        except DecodeError as exc:
+            raise DataError(f"{origin}: an image of class {item[0]!r}: {exc}") from None
+
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        arrays = list(pool.map(lambda it: decode_image(it[1], image_size), items, chunksize=256))
+        arrays = list(pool.map(decode, items, chunksize=256))
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
         raise DataError(f"{origin}: images differ in size {sorted(shapes)[:3]}; pass --image-size")
@@ -218,14 +209,12 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, rotation:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def batches(data: ImageSet, indices: torch.Tensor, batch_size: int, shuffle: bool = False,
-            generator: torch.Generator | None = None, augmentation: bool = False,
-            device: str | torch.device = "cpu", drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (float images in [0, 1] [B, 3, H, W], labels) over ``indices``."""
-    order = indices[torch.randperm(len(indices), generator=generator)] if shuffle else indices
-    stop = len(order) - (len(order) % batch_size if drop_last else 0)
-    for start in range(0, stop, batch_size):
-        idx = order[start : start + batch_size]
+def batches(data: ImageSet, indices: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
+            augmentation: bool = False, device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (float images in [0, 1] [B, 3, H, W], labels) over ``indices``, in their order
+    (callers shuffle the indices); ``generator`` drives the augmentation."""
+    for start in range(0, len(indices), batch_size):
+        idx = indices[start : start + batch_size]
         x = data.images[idx].to(device, non_blocking=True).float().div_(255)
         if augmentation:
             x = augment(x, generator)

@@ -19,6 +19,7 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 CONFIDENCE_BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
+FLUSH_INTERVAL_S = 1.0
 
 
 class TritonPythonModel:
@@ -34,13 +35,14 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
         self.inputs = {i["name"]: [int(d) for d in i["dims"]] for i in config["input"]}
         self.output_names = [o["name"] for o in config["output"]]
-        self.defaults = {"lesion_mask": 1.0, "query_bias": 0.0}
+        # tensor names and the optional inputs' defaults: written by gatta-export
+        self.names = json.loads(params["tensors"])
+        self.defaults = json.loads(params["defaults"])
         self._init_metrics(args["model_name"])
         self._lock = threading.Lock()
         self._reset_pending()
         self._stop = threading.Event()
-        interval = float(params.get("metrics_interval_s", "1.0"))
-        self._flusher = threading.Thread(target=self._flush_loop, args=(interval,), daemon=True)
+        self._flusher = threading.Thread(target=self._flush_loop, args=(FLUSH_INTERVAL_S,), daemon=True)
         self._flusher.start()
 
     def _init_metrics(self, model_name):
@@ -128,7 +130,7 @@ class TritonPythonModel:
                 self._reject("non_finite")
                 raise ValueError(f"input '{name}' contains NaN or infinite values")
             arrays[name] = arr
-            batch = arr.shape[0] if name == "image" else batch
+            batch = arr.shape[0] if name == self.names["image"] else batch
         for name, value in self.defaults.items():
             if name in self.inputs and name not in arrays:
                 arrays[name] = np.full([batch] + self.inputs[name], value, np.float32)
@@ -153,22 +155,24 @@ class TritonPythonModel:
             self._record(outputs, joined)
             start = 0
             for i, f in zip(good, feeds):
-                n = f["image"].shape[0]
+                n = f[self.names["image"]].shape[0]
                 tensors = [pb_utils.Tensor(k, np.ascontiguousarray(v[start:start + n])) for k, v in outputs.items()]
                 responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
-                if "lesion_mask" in f and (f["lesion_mask"] < 1).any():
+                mask = f.get(self.names["lesion_mask"])
+                if mask is not None and (mask < 1).any():
                     with self._lock:
                         self.p_lesion += 1
                 start += n
         return responses
 
     def _record(self, outputs, feeds):
-        probs = outputs["probs"]
+        probs = outputs[self.names["probs"]]
         top = probs.argmax(1)
         conf = probs.max(1)
         pred = np.bincount(top, minlength=len(self.meta["labels"]))
         buckets = np.array([(conf <= b).sum() for b in CONFIDENCE_BUCKETS] + [len(conf)])
-        agree = {name: float(outputs[f"gatta_{name}"].mean()) for name in self.m_agree if f"gatta_{name}" in outputs}
+        prefix = self.names["gatta_prefix"]
+        agree = {name: float(outputs[prefix + name].mean()) for name in self.m_agree if prefix + name in outputs}
         with self._lock:
             self.p_images += len(top)
             self.p_pred += pred
