@@ -138,6 +138,14 @@ def bars_image(values: np.ndarray, width: int = PANEL, height: int = PANEL, high
     return img
 
 
+def layer_bars(layer: LayerInfo, values: np.ndarray, result: Classification, info: ModelInfo,
+               width: int = PANEL, height: int = PANEL) -> Image.Image:
+    """A dense layer's panel; on the logits layer the predicted class is red and named."""
+    is_logits = layer is info.layers[-1] and len(values) == len(info.labels)
+    return bars_image(values, width, height, highlight=result.index if is_logits else None,
+                      names=info.labels if is_logits else None)
+
+
 def colour_bar(limit: float, height: int = PANEL, width: int = 14, label: str = "alpha*gatta") -> Image.Image:
     """A vertical colour bar for [-limit, limit] with its ticks and quantity written beside it."""
     ramp = colourise(np.linspace(limit, -limit, height)[:, None].repeat(width, 1), limit)
@@ -162,9 +170,7 @@ def figure(result: Classification, info: ModelInfo, image: np.ndarray) -> Image.
         if layer.kind == "conv":
             panel = overlay(base, values, limit)
         else:
-            is_logits = layer is info.layers[-1] and len(values) == len(info.labels)
-            panel = bars_image(values, highlight=result.index if is_logits else None,
-                               names=info.labels if is_logits else None)
+            panel = layer_bars(layer, values, result, info)
         panels.append((f"{layer.name}: {what}", panel))
     bar = colour_bar(limit, label=f"conv {what}") if any(l.kind == "conv" for l in info.layers) else None
     pad, title_h = 8, 16

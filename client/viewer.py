@@ -27,7 +27,7 @@ from .client import ClientError, GattaClient
 from .images import ImageError, load_image
 
 STATIC = Path(__file__).parent / "static"
-MAX_UPLOAD = 20 * 1024 * 1024  # bytes; the server's encoded-image limit too
+MAX_UPLOAD = 20_000_000  # bytes, as the server-side decoder of encoded images
 
 
 def _png(img) -> str:
@@ -58,7 +58,7 @@ def classify(client: GattaClient, data: bytes, lesion: str | None, prior: str | 
     image = load_image(data, info.image_size)  # decoded once; both requests reuse the array
     start = time.perf_counter()
     n = len(info.labels)
-    on = client.classify([image], top_k=n, lesion=lesion, prior=prior or None, prior_strength=strength)[0]
+    on = client.classify([image], top_k=n, lesion=lesion, prior=prior, prior_strength=strength)[0]
     off = client.classify([image], top_k=n, lesion="." * len(info.layers), maps=False)[0]
     infer_ms = (time.perf_counter() - start) * 1e3
     for r in (on, off):
@@ -74,15 +74,13 @@ def classify(client: GattaClient, data: bytes, lesion: str | None, prior: str | 
         if layer.kind == "conv":
             entry["map"] = _png(maps.conv_image(values, limit))
         else:
-            is_logits = layer is info.layers[-1] and len(values) == len(info.labels)
-            entry["bars"] = _png(maps.bars_image(values, width=192, height=120,
-                                                 highlight=on.index if is_logits else None,
-                                                 names=info.labels if is_logits else None))
+            entry["bars"] = _png(maps.layer_bars(layer, values, on, info, width=192, height=120))
             entry["values"] = [round(float(v), 6) for v in values]
         layers.append(entry)
-    return {"on": _summary(on, top_k), "off": _summary(off, top_k), "probs": probs, "probs_off": probs_off, "lesion": on.lesion or info.full_pattern,
-            "prior": prior or None, "strength": strength, "input": _png(maps.input_image(image)),
-            "limit": limit, "colour_bar": _png(maps.colour_bar(limit, height=160, label=f"conv {maps.label_for(info.layers)}")),
+    bar = maps.colour_bar(limit, height=160, label=f"conv {maps.label_for(info.layers)}")
+    return {"on": _summary(on, top_k), "off": _summary(off, top_k), "probs": probs, "probs_off": probs_off,
+            "lesion": on.lesion or info.full_pattern, "prior": prior, "strength": strength,
+            "input": _png(maps.input_image(image)), "limit": limit, "colour_bar": _png(bar),
             "layers": layers, "infer_ms": round(infer_ms, 2)}
 
 
@@ -121,7 +119,7 @@ def create_app(client: GattaClient):
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_UPLOAD:
-                return error(413, f"image over {MAX_UPLOAD // 2**20} MB; send a smaller file")
+                return error(413, f"image over {MAX_UPLOAD // 10**6} MB; send a smaller file")
         try:
             result = await run_in_threadpool(classify, client, bytes(body), q.get("lesion") or None,
                                              prior, strength, top_k)
