@@ -33,9 +33,9 @@ view: install
 test: install
 	$(BIN)/pytest -q
 
-# Minutes: in-process ONNX Runtime vs Triton (2 instances x 1 thread) over HTTP/gRPC -> docs/performance.md (+ .json)
+# Minutes, on a quiet machine: Triton vs in-process ONNX Runtime, interleaved rounds -> docs/performance.md (+ .json)
 bench: install
-	$(BIN)/python scripts/bench_serving.py --instances 2 --out docs/performance.md
+	$(BIN)/python scripts/bench_serving.py --out docs/performance.md
 
 # ~30 s: 20,000 requests at concurrency 32 from 4 processes, ids and results checked, memory sampled
 soak: install

@@ -1,4 +1,5 @@
-"""``gatta-client``: classify images, check health, show the model, benchmark a server."""
+"""``gatta-client``: classify images, check health, show the model, benchmark a server.
+Options and output only: the work is in ``GattaClient``, ``batch`` and ``gatta.bench``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import click
 
 from gatta.lesion import LesionError, full_pattern
 
+from .batch import classify_files, pending
 from .client import ClientError, GattaClient
 from .images import expand_paths
 
@@ -25,18 +27,24 @@ def connection_options(fn):
         click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True),
         click.option("--model", default="gatta", show_default=True, help="Model name on the server."),
         click.option("--timeout", default=60.0, show_default=True, help="Seconds per request."),
-        click.option("--metrics-port", type=int, default=None,
-                     help="Expose the client's Prometheus metrics (latency, errors, predictions) on this port."),
     ]):
         fn = opt(fn)
     return fn
 
 
-def connect(url, protocol, model, timeout, metrics_port=None, **kw) -> GattaClient:
-    if metrics_port:
-        from .metrics import serve_metrics
+metrics_option = click.option(
+    "--metrics-port", type=int, default=None,
+    help="Expose the client's Prometheus metrics (latency, errors, predictions) on this port.")
 
-        serve_metrics(metrics_port)
+
+def serve_metrics(port: int | None) -> None:
+    if port:
+        from .metrics import serve_metrics as start
+
+        start(port)
+
+
+def connect(url, protocol, model, timeout, **kw) -> GattaClient:
     try:
         return GattaClient(_url(url, protocol), protocol, model, timeout=timeout, **kw)
     except ClientError as exc:
@@ -48,37 +56,10 @@ def main():
     """Client for gattanet models served by NVIDIA Triton (start one with `gatta-serve`)."""
 
 
-def _done_paths(output: Path) -> set[str]:
-    """Paths already classified in a JSONL file; a line cut short by a crash is ignored."""
-    done = set()
-    if output.exists():
-        for line in output.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "error" not in record:
-                done.add(record["path"])
-    return done
-
-
-def open_results(output: Path):
-    """Append to a JSONL file; a last line cut short by a crash is closed first so the next
-    record starts on its own line."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.exists() and output.stat().st_size:
-        with open(output, "rb") as fh:
-            fh.seek(-1, 2)
-            cut = fh.read(1) != b"\n"
-        if cut:
-            with open(output, "a") as fh:
-                fh.write("\n")
-    return open(output, "a")
-
-
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @connection_options
+@metrics_option
 @click.option("--top-k", default=5, show_default=True)
 @click.option("--lesion", default=None, help="Switch attention off per layer, paper notation, e.g. c.cdd.")
 @click.option("--prior", default=None, help="Top-down attention: bias the global query towards this class.")
@@ -106,34 +87,29 @@ def classify(inputs, url, protocol, model, timeout, metrics_port, top_k, lesion,
         raise click.UsageError("--resume needs --output")
     paths = expand_paths(inputs)
     if resume:
-        done = _done_paths(output)
-        skipped = [p for p in paths if str(p) in done]
-        paths = [p for p in paths if str(p) not in done]
+        paths, skipped = pending(paths, output)
         if skipped:
-            click.echo(f"resuming: {len(skipped)} already in {output}, {len(paths)} to go", err=True)
-    client = connect(url, protocol, model, timeout, metrics_port, prior_strength=prior_strength)
+            click.echo(f"resuming: {skipped} already in {output}, {len(paths)} to go", err=True)
+    serve_metrics(metrics_port)
+    client = connect(url, protocol, model, timeout, prior_strength=prior_strength)
     want_maps = maps_dir is not None
-    sink = open_results(output) if output else None
     if want_maps:
         from .maps import MapWriter
 
         writer = MapWriter(client.info)
     failures = ok = 0
-    show_bar = len(paths) > 1 and (sink is not None or not as_json) and not as_json
+    results = classify_files(client, paths, output, concurrency=concurrency, batch_size=batch_size,
+                             top_k=top_k, lesion=lesion, maps=want_maps, prior=prior)
     try:
-        results = client.classify_many(paths, concurrency=concurrency, batch_size=batch_size, top_k=top_k,
-                                       lesion=lesion, maps=want_maps, prior=prior)
-        if not as_json and not sink:
+        if not as_json and not output:
             click.echo(f"{'image':<40} {'label':<14} {'prob':>6}  top-3")
-        for result, path in zip(tqdm(results, total=len(paths), disable=not show_bar or sink is None,
-                                     desc="classifying", unit="img"), paths):
-            record = result.to_json()
-            if sink:
-                sink.write(json.dumps(record) + "\n")
-                sink.flush()
+        # a progress bar only when the results go to a file and stdout is free for it
+        bar = tqdm(results, total=len(paths), disable=not (output and not as_json and len(paths) > 1),
+                   desc="classifying", unit="img")
+        for result, path in bar:
             if as_json:
-                click.echo(json.dumps(record))
-            elif result.ok and not sink:
+                click.echo(json.dumps(result.to_json()))
+            elif result.ok and not output:
                 top3 = ", ".join(f"{l} {p:.2f}" for l, p in result.top_k[:3])
                 click.echo(f"{result.source[-40:]:<40} {result.label:<14} {result.prob:>6.3f}  {top3}")
             if not result.ok:
@@ -148,8 +124,7 @@ def classify(inputs, url, protocol, model, timeout, metrics_port, top_k, lesion,
     finally:
         if want_maps:
             writer.close()
-        if sink:
-            sink.close()
+        results.close()  # closes the JSONL file
         client.close()
     if failures:
         click.echo(f"{ok} classified, {failures} failed", err=True)
@@ -158,31 +133,43 @@ def classify(inputs, url, protocol, model, timeout, metrics_port, top_k, lesion,
 
 @main.command()
 @connection_options
-def health(url, protocol, model, timeout, metrics_port):
-    """Server liveness/readiness and whether the model is ready."""
+@click.option("--infer", is_flag=True,
+              help="Also send one tiny inference: the liveness check that sees a model which cannot answer "
+                   "while Triton still reports ready (container HEALTHCHECK, Kubernetes liveness probe).")
+def health(url, protocol, model, timeout, infer):
+    """Server liveness/readiness and whether the model is ready (exit status 0 only if all are)."""
     client = connect(url, protocol, model, timeout, retries=0)
     try:
         state = client.health()
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(" ".join(f"{k}={'yes' if v else 'no'}" for k, v in state.items()))
+    line = " ".join(f"{k}={'yes' if v else 'no'}" for k, v in state.items())
+    if infer and all(state.values()):
+        try:
+            line += f" infer=yes ({client.probe() * 1000:.1f} ms)"
+        except ClientError as exc:
+            state["infer"] = False
+            line += f" infer=no: {exc}"
+    click.echo(line)
     sys.exit(0 if all(state.values()) else 1)
 
 
 @main.command()
 @connection_options
 @click.option("--json", "as_json", is_flag=True)
-def info(url, protocol, model, timeout, metrics_port, as_json):
-    """The served model: flavour, input, classes, attached layers and outputs."""
+def info(url, protocol, model, timeout, as_json):
+    """The served model: flavour, device and execution provider, input, classes, attached layers
+    and outputs."""
     client = connect(url, protocol, model, timeout)
     i = client.info
     if as_json:
         click.echo(json.dumps({"name": i.name, "flavour": i.flavour, "image_size": i.image_size, "d": i.d,
                                "labels": i.labels, "layers": [vars(l) for l in i.layers],
                                "max_batch_size": i.max_batch_size, "inputs": i.input_names,
-                               "outputs": i.output_names}))
+                               "outputs": i.output_names, "device": client.device}))
         return
     click.echo(f"model       {i.name} ({i.flavour} flavour{', baseline' if i.baseline else ''})")
+    click.echo(f"device      {client.device}")
     click.echo(f"input       image 3x{i.image_size}x{i.image_size} FP32 in [0,1], max batch {i.max_batch_size}")
     click.echo(f"classes     {len(i.labels)}: {', '.join(i.labels[:10])}{' ...' if len(i.labels) > 10 else ''}")
     click.echo(f"attention   d={i.d}, lesion pattern {full_pattern(i.kinds)}")
@@ -193,6 +180,7 @@ def info(url, protocol, model, timeout, metrics_port, as_json):
 
 @main.command()
 @connection_options
+@metrics_option
 @click.option("--concurrency", default=8, show_default=True, help="Parallel request loops.")
 @click.option("--batch-size", default=1, show_default=True, help="Images per request.")
 @click.option("--requests", "n_requests", default=200, show_default=True, help="Requests in all.")
@@ -200,13 +188,11 @@ def info(url, protocol, model, timeout, metrics_port, as_json):
 @click.option("--encoded", is_flag=True, help="Send PNG bytes to MODEL_encoded (server-side decoding) instead of tensors.")
 @click.option("--json", "as_json", is_flag=True)
 def bench(url, protocol, model, timeout, metrics_port, concurrency, batch_size, n_requests, maps, encoded, as_json):
-    """Throughput and latency percentiles at a given concurrency and batch size."""
-    from .bench import run_bench
+    """Throughput and latency percentiles at a given concurrency and batch size (closed loop:
+    CONCURRENCY threads each send their next request when the last one returns)."""
+    from gatta.bench.load import run_bench
 
-    if metrics_port:
-        from .metrics import serve_metrics
-
-        serve_metrics(metrics_port)
+    serve_metrics(metrics_port)
     try:
         report = run_bench(_url(url, protocol), protocol, model, concurrency, batch_size, n_requests, maps, timeout,
                            encoded=encoded)

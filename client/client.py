@@ -9,12 +9,15 @@ Works for any exported backbone: everything model-specific comes from the server
 
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tritonclient.utils import InferenceServerException
 
 from gatta import contract
 from gatta.contract import ModelMetadata
@@ -39,13 +42,41 @@ def _protocol_module(protocol: str):
     return module
 
 
-def _is_unavailable(exc: Exception) -> bool:
-    """Connection-level failures and UNAVAILABLE: worth retrying."""
-    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+GRPC_UNAVAILABLE = "StatusCode.UNAVAILABLE"  # InferenceServerException.status() of a gRPC UNAVAILABLE
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Worth retrying on a fresh connection: socket errors (refused, reset, timed out, broken
+    pipe), an HTTP connection closed mid-response (geventhttpclient's parse errors are
+    ``http.client.HTTPException``) and gRPC's UNAVAILABLE status. Decided by type and status
+    code; a request the server answered with an error is never retried."""
+    if isinstance(exc, (OSError, http.client.HTTPException)):
         return True
-    text = f"{getattr(exc, 'status', lambda: '')()} {exc}"
-    return any(s in text for s in ("UNAVAILABLE", "Connection refused", "connection refused",
-                                   "failed to connect", "Socket closed", "Broken pipe"))
+    return isinstance(exc, InferenceServerException) and exc.status() == GRPC_UNAVAILABLE
+
+
+def served_device(config: dict) -> str:
+    """Where the server runs the model, from the config it serves (Triton's get_model_config):
+    the instance groups' kind and, for the python flavour, the ONNX Runtime provider that
+    kind means (a KIND_GPU instance refuses to load without the CUDA provider)."""
+    config = config.get("config", config)
+    groups = config.get("instance_group") or [{"kind": "KIND_CPU", "count": 1}]
+    parts = []
+    for g in groups:
+        kind, count = g.get("kind", "KIND_CPU"), int(g.get("count", 1))
+        if kind == "KIND_GPU":
+            gpus = ",".join(str(x) for x in g.get("gpus", []))
+            parts.append(f"GPU {gpus or 'all'} ({count} instance{'s' if count > 1 else ''} per GPU)")
+        else:
+            parts.append(f"CPU ({count} instance{'s' if count > 1 else ''})")
+    gpu = any(g.get("kind") == "KIND_GPU" for g in groups)
+    if config.get("backend") == "python":
+        runtime = f"ONNX Runtime {'CUDAExecutionProvider' if gpu else 'CPUExecutionProvider'}"
+    else:
+        accel = config.get("optimization", {}).get("execution_accelerators", {}).get("gpu_execution_accelerator", [])
+        trt = " + TensorRT" if any(a.get("name") == "tensorrt" for a in accel) else ""
+        runtime = f"Triton's {config.get('backend') or 'onnxruntime'} backend ({'CUDA' if gpu else 'CPU'}{trt})"
+    return f"{'; '.join(parts)}, {runtime}"
 
 
 class GattaClient:
@@ -82,24 +113,22 @@ class GattaClient:
         self.close()
 
     def _call(self, what: str, method: str, *args, **kwargs):
-        """Call a tritonclient method, retrying connection errors and UNAVAILABLE with
-        exponential backoff (each try on a fresh connection)."""
-        start, attempt = time.monotonic(), 0
-        while True:
-            try:
-                return getattr(self._client, method)(*args, **kwargs)
-            except Exception as exc:  # tritonclient raises several unrelated types
-                if not _is_unavailable(exc):
-                    raise
-                attempt += 1
-                if attempt > self.retries:
-                    metrics.ERRORS.labels(kind="unavailable").inc()
-                    raise ClientError(
-                        f"cannot reach Triton at {self.url} ({self.protocol}) for {what}: "
-                        f"{str(exc).splitlines()[0][:120]}; tried {attempt} times over "
-                        f"{time.monotonic() - start:.1f} s. Is gatta-serve running?") from None
-                self.close()  # reconnect on the next try
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+        """Call a tritonclient method, retrying what :func:`is_unavailable` accepts with
+        exponential backoff (backoff, 2 x backoff, ...), each try on a fresh connection."""
+        start = time.monotonic()
+        retrying = Retrying(retry=retry_if_exception(is_unavailable), stop=stop_after_attempt(self.retries + 1),
+                            wait=wait_exponential(multiplier=self.backoff), before_sleep=lambda _: self.close(),
+                            reraise=True)
+        try:
+            return retrying(lambda: getattr(self._client, method)(*args, **kwargs))
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            metrics.ERRORS.labels(kind="unavailable").inc()
+            raise ClientError(
+                f"cannot reach Triton at {self.url} ({self.protocol}) for {what}: "
+                f"{str(exc).splitlines()[0][:120]}; tried {retrying.statistics['attempt_number']} times over "
+                f"{time.monotonic() - start:.1f} s. Is gatta-serve running?") from None
 
     # -- model description -----------------------------------------------------------------
     def server_models(self) -> list[str]:
@@ -109,15 +138,14 @@ class GattaClient:
         return sorted({m["name"] for m in stats.get("model_stats", [])})
 
     def _read_model_info(self) -> ModelMetadata:
-        from tritonclient.utils import InferenceServerException
-
         kwargs = {"as_json": True} if self.protocol == "grpc" else {}
         try:
             config = self._call("model config", "get_model_config", self.model, **kwargs)
         except InferenceServerException as exc:
-            if "not found" in str(exc) or "unknown model" in str(exc) or "no version" in str(exc):
+            models = self.server_models()
+            if self.model not in models:
                 raise ClientError(f"model '{self.model}' is not on the server at {self.url}; "
-                                  f"it has: {', '.join(self.server_models()) or 'no models'}") from None
+                                  f"it has: {', '.join(models) or 'no models'}") from None
             raise ClientError(f"cannot read model '{self.model}': {str(exc).splitlines()[0]}") from None
         try:
             info = ModelMetadata.from_model_config(config)
@@ -125,6 +153,7 @@ class GattaClient:
             raise ClientError(f"model '{self.model}' at {self.url} is not a gattanet export "
                               f"(no '{contract.PARAM_METADATA}' parameter)") from None
         info.max_batch_size = info.max_batch_size or 1
+        self.device = served_device(config)
         return info
 
     # -- request building -------------------------------------------------------------------
@@ -175,14 +204,29 @@ class GattaClient:
         return {n: result.as_numpy(n) for n in wanted}
 
     # -- public API ---------------------------------------------------------------------------
+    def infer(self, images: np.ndarray, lesion=None, prior: str | int | None = None,
+              maps: bool = True) -> dict[str, np.ndarray]:
+        """One request with a ready float32 [B, 3, S, S] batch (pixels in [0, 1]); returns
+        the outputs by tensor name (``maps=False``: logits and probs only)."""
+        return self._infer(np.asarray(images, contract.NUMPY_DTYPE), self.lesion_mask(lesion),
+                           self.query_bias(prior), maps)
+
+    def infer_encoded(self, blobs: Sequence[bytes], outputs: Sequence[str] = (contract.PROBS,)) -> dict[str, np.ndarray]:
+        """One request to the ``<model>_encoded`` ensemble: encoded JPEG/PNG bytes, decoded
+        server-side by the same decoder as :func:`load_image`; optional inputs at their defaults."""
+        m = self._module
+        tensor = m.InferInput(contract.IMAGE_BYTES, [len(blobs), 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[b] for b in blobs], dtype=object))
+        result = self._call("inference", "infer", self.model + contract.ENCODED_SUFFIX, [tensor],
+                            outputs=[m.InferRequestedOutput(n) for n in outputs])
+        return {n: result.as_numpy(n) for n in outputs}
+
     def classify(self, images: Sequence[ImageLike] | ImageLike, top_k: int = 5, lesion=None, maps: bool = True,
                  prior: str | int | None = None, sources: Sequence[str] | None = None,
                  prior_strength: float | None = None) -> list[Classification]:
         """Classify images (paths, bytes, PIL images or arrays), batched to the server's
         max batch size. A bad image gets a result with ``error`` set; the others go on.
         ``prior_strength`` overrides the client's for this call."""
-        from tritonclient.utils import InferenceServerException
-
         if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
             images = [images]
         mask, bias = self.lesion_mask(lesion), self.query_bias(prior, prior_strength)
@@ -257,3 +301,21 @@ class GattaClient:
         return {"live": self._call("health", "is_server_live"),
                 "ready": self._call("health", "is_server_ready"),
                 "model_ready": self._call("health", "is_model_ready", self.model)}
+
+    def probe(self) -> float:
+        """One tiny inference (a grey image, batch 1) whose probabilities must be finite and sum
+        to 1; returns its seconds. Unlike Triton's live/ready endpoints, this sees a model that
+        cannot answer (e.g. a dead python-backend stub, triton-inference-server/server#7230)."""
+        size = self.info.image_size
+        image = np.full((1, 3, size, size), 0.5, np.float32)
+        start = time.perf_counter()
+        try:
+            probs = self._infer(image, self.lesion_mask(None), np.zeros(self.info.d, np.float32), maps=False)["probs"]
+        except ClientError:
+            raise
+        except Exception as exc:  # tritonclient's InferenceServerException and transport errors
+            raise ClientError(f"inference on '{self.model}' failed: {str(exc).splitlines()[0][:200]}") from None
+        if probs is None or probs.shape != (1, len(self.info.labels)) or not np.isfinite(probs).all() \
+                or abs(float(probs.sum()) - 1.0) > 1e-3:
+            raise ClientError(f"inference on '{self.model}' returned unusable probabilities: {probs!r}"[:200])
+        return time.perf_counter() - start

@@ -5,5 +5,5 @@ every served tensor); ``onnx_graph`` traces both passes into one graph; ``verify
 against PyTorch; ``repository`` writes both Triton flavours and the encoded-image ensemble with
 Triton's own config schema (``templates/`` holds the self-contained python-backend models; the
 shared image decoder is copied into the preprocessing one);
-``exporter`` does it all or nothing; ``benchmark`` times graphs; ``cli`` is ``gatta-export``.
+``exporter`` does it all or nothing; ``cli`` is ``gatta-export``.
 """

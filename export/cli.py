@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gatta.extras import require
+from gatta.extras import onnxruntime_conflict, require
 
 require("torch", "export")
 require("onnxruntime", "export")
@@ -37,6 +37,8 @@ def summary_table(report) -> str:
         lines.append(f"out {spec.name:<18} {'B x ' + 'x'.join(map(str, spec.dims)):<15} {spec.dtype:<6} {note}")
     lines.append(f"\nverified against PyTorch: {ver['cases']} runs on {ver['images']} "
                  f"(tolerance abs {ver['tolerance']['abs']:.0e}, logits rel {ver['tolerance']['logits_rel']:.0e})")
+    lines.append(f"execution providers verified: {', '.join(ver['providers'])}"
+                 + (f" (CUDA not verified: {ver['cuda_skipped']})" if ver.get("cuda_skipped") else ""))
     lines.append("files:")
     lines += [f"  {path}  ({_size(size)})" for path, size in sorted(report.files.items())]
     return "\n".join(lines)
@@ -55,16 +57,21 @@ def summary_table(report) -> str:
 @click.option("--baseline", is_flag=True, help="Export the frozen backbone alone (image -> logits, probs) for A/B serving.")
 @click.option("--flavor", "flavour", type=click.Choice(["onnxruntime", "python", "both"]),
               default="onnxruntime", show_default=True,
-              help="onnxruntime: Triton's native backend, GPU (NVIDIA's container). python: ONNX Runtime "
-                   "inside Triton's python backend, CPU, runs anywhere. both: OUT/onnxruntime and OUT/python.")
+              help="onnxruntime: Triton's native backend, GPU (NVIDIA's container; lesion_mask/query_bias required, "
+                   "no NaN check, no gatta_* metrics). python: ONNX Runtime inside Triton's python backend, on the "
+                   "GPU or CPU (--device), runs anywhere; the Docker image ships it. both: OUT/onnxruntime and OUT/python.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="python flavour: gpu = KIND_GPU instances on ONNX Runtime's CUDA provider (onnxruntime-gpu), with "
+                   "configs/cpu.pbtxt that gatta-serve uses on hosts without a GPU; cpu = KIND_CPU; auto = gpu when "
+                   "this host has CUDA.")
 @click.option("--threads", default=1, show_default=True, help="python flavour: ONNX Runtime threads per model instance.")
 @click.option("--instances", default=1, show_default=True, help="Model instances Triton runs side by side.")
 @click.option("--tensorrt-fp16", is_flag=True, help="onnxruntime flavour: enable the TensorRT FP16 execution accelerator.")
 @click.option("--no-encoded", is_flag=True, help="Skip the encoded-image (JPEG/PNG bytes) preprocessing ensemble.")
 @click.option("--no-dynamic-batching", is_flag=True, help="Leave Triton's dynamic batcher off (for A/B benchmarks).")
 @click.option("--force", is_flag=True, help="Replace an existing model version.")
-def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, threads, instances, tensorrt_fp16, no_encoded,
-         no_dynamic_batching, force):
+def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, device, threads, instances, tensorrt_fp16,
+         no_encoded, no_dynamic_batching, force):
     """Export a GAttANet checkpoint as one static ONNX graph (both passes unrolled, optional
     lesion mask), verify it against PyTorch, and write a Triton model repository.
 
@@ -76,7 +83,9 @@ def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, th
     opts = ExportOptions(out=out, name=name, version=version, max_batch=max_batch, opset=opset, fp16=fp16,
                          baseline=baseline, flavour=flavour, force=force, threads=threads,
                          tensorrt_fp16=tensorrt_fp16, encoded=not no_encoded,
-                         dynamic_batching=not no_dynamic_batching, instances=instances)
+                         dynamic_batching=not no_dynamic_batching, instances=instances, device=device)
+    if conflict := onnxruntime_conflict():
+        click.echo(f"warning: {conflict}", err=True)
     try:
         report = export_checkpoint(ckpt, opts, progress=lambda m: click.echo(f"... {m}", err=True))
     except (CheckpointError, ExportError) as exc:

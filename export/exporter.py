@@ -20,7 +20,7 @@ from gatta.training.checkpoint import CheckpointMeta, load_checkpoint
 from .onnx_graph import check_onnx, export_onnx
 from gatta.contract import ModelMetadata
 
-from .repository import FLAVOURS, RepositoryOptions, write_repository
+from .repository import DEVICES, FLAVOURS, RepositoryOptions, write_repository
 from .signature import signature_for
 from .verify import ExportError, verify_export
 
@@ -43,12 +43,26 @@ class ExportOptions:
     encoded: bool = True  # also write the encoded-bytes preprocessing ensemble
     dynamic_batching: bool = True
     instances: int = 1  # Triton model instances (instance_group count)
+    device: str = "auto"  # python flavour: cpu | gpu | auto (gpu when this host has CUDA)
 
     def repository_options(self, flavour: str) -> RepositoryOptions:
         """What of these options reaches one flavour's Triton repository."""
         return RepositoryOptions(name=self.name, version=self.version, flavour=flavour, max_batch=self.max_batch,
                                  threads=self.threads, tensorrt_fp16=self.tensorrt_fp16, encoded=self.encoded,
-                                 dynamic_batching=self.dynamic_batching, instances=self.instances)
+                                 dynamic_batching=self.dynamic_batching, instances=self.instances,
+                                 device=resolve_device(self.device))
+
+
+def resolve_device(device: str) -> str:
+    """``auto``: gpu when PyTorch sees a CUDA device here (the model is exported on the host
+    that will serve it), else cpu."""
+    if device == "auto":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if device not in DEVICES:
+        raise ExportError(f"unknown device {device!r}; choose auto, cpu or gpu")
+    return device
 
 
 @dataclass

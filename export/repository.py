@@ -5,6 +5,7 @@
         config.pbtxt
         labels.txt            Triton's classification extension, on the `probs` output
         <version>/model.onnx  (python flavour: also <version>/model.py)
+        configs/cpu.pbtxt     python flavour exported for a GPU host: the CPU fallback
       <name>_preprocess/      python: encoded JPEG/PNG bytes -> image tensor
       <name>_encoded/         ensemble: image_bytes -> <name>_preprocess -> <name>
 
@@ -29,6 +30,7 @@ from gatta import contract
 from gatta.contract import ModelMetadata, TensorSpec
 
 FLAVOURS = ("onnxruntime", "python")
+DEVICES = ("cpu", "gpu")
 DECODER_MARKER = "# @@gatta.decoder@@"
 
 
@@ -46,6 +48,7 @@ class RepositoryOptions:
     dynamic_batching: bool = True
     instances: int = 1  # Triton model instances (instance_group count)
     warmup: bool = True  # onnxruntime flavour: one warm-up batch at load
+    device: str = "cpu"  # python flavour: cpu (KIND_CPU) or gpu (KIND_GPU + configs/cpu.pbtxt)
 
 
 def _tensor(message, spec: TensorSpec, optional_ok: bool = False, label_file: str = "") -> None:
@@ -82,6 +85,8 @@ def read_config(path: Path) -> mc.ModelConfig:
 def model_config(meta: ModelMetadata, opts: RepositoryOptions) -> mc.ModelConfig:
     if opts.flavour not in FLAVOURS:
         raise ValueError(f"unknown flavour {opts.flavour!r}; choose one of {', '.join(FLAVOURS)}")
+    if opts.device not in DEVICES:
+        raise ValueError(f"unknown device {opts.device!r}; choose one of {', '.join(DEVICES)}")
     native = opts.flavour == "onnxruntime"
     config = mc.ModelConfig(name=opts.name, max_batch_size=opts.max_batch)
     if native:
@@ -89,7 +94,10 @@ def model_config(meta: ModelMetadata, opts: RepositoryOptions) -> mc.ModelConfig
     else:
         config.backend = "python"
     _add_io(config, meta.inputs, meta.outputs, optional_ok=not native, labels=True)
-    config.instance_group.add(count=opts.instances, kind=mc.ModelInstanceGroup.KIND_GPU if native
+    # python flavour on a GPU: the model runs ONNX Runtime's CUDA provider on the GPU Triton
+    # gives each instance (templates/classifier_model.py)
+    gpu = native or opts.device == "gpu"
+    config.instance_group.add(count=opts.instances, kind=mc.ModelInstanceGroup.KIND_GPU if gpu
                               else mc.ModelInstanceGroup.KIND_CPU)
     if opts.dynamic_batching:
         config.dynamic_batching.max_queue_delay_microseconds = 200
@@ -155,7 +163,9 @@ def preprocess_model_source() -> str:
     template = _template("preprocess_model.py")
     if template.count(DECODER_MARKER) != 1:
         raise RuntimeError(f"templates/preprocess_model.py must hold the line {DECODER_MARKER!r} once")
-    return template.replace(DECODER_MARKER, decoder_source().rstrip("\n"))
+    pasted = ("# ---- gatta/decoder.py, pasted by gatta-export (edit it there) " + "-" * 24 + "\n"
+              + decoder_source().rstrip("\n") + "\n# ---- end of gatta/decoder.py " + "-" * 58)
+    return template.replace(DECODER_MARKER, pasted)
 
 
 def write_repository(staging: Path, meta: ModelMetadata, onnx_file: Path, opts: RepositoryOptions) -> list[Path]:
@@ -168,6 +178,10 @@ def write_repository(staging: Path, meta: ModelMetadata, onnx_file: Path, opts: 
     (model_dir / "labels.txt").write_text("\n".join(meta.labels) + "\n")
     if opts.flavour == "python":
         (version_dir / "model.py").write_text(_template("classifier_model.py"))
+        if opts.device == "gpu":
+            (model_dir / "configs").mkdir()
+            cpu = model_config(meta, dataclasses.replace(opts, device="cpu"))
+            (model_dir / "configs" / f"{contract.CPU_CONFIG_NAME}.pbtxt").write_text(_text(cpu))
     if opts.encoded:
         pre = staging / (opts.name + contract.PREPROCESS_SUFFIX)
         (pre / "1").mkdir(parents=True)

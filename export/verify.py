@@ -1,5 +1,10 @@
 """Every export checks itself: ONNX Runtime against PyTorch on the same batches.
 
+On the CPU execution provider always, and also on the CUDA provider when this ONNX Runtime
+has it (the onnxruntime-gpu wheel) and PyTorch sees a GPU, with the same tolerances; the
+report lists the providers verified. TF32 is off on CUDA, as in the served model: it keeps
+only 10 mantissa bits in convolutions and would break the FP32 tolerance.
+
 Tolerances (FP32): max absolute difference <= 1e-4 for probs, q_avg and gatta maps; logits
 relative <= 1e-5 (max |ort - torch| / max |torch|). FP16 exports are compared with 1e-2 abs
 on probs and 1e-2 relative on logits and maps (half precision keeps ~3 decimal digits).
@@ -24,7 +29,11 @@ class ExportError(RuntimeError):
     """The export failed its own verification or could not be written."""
 
 
-def ort_session(path: Path, level: str = "all", threads: int = 0, spinning: bool = True) -> ort.InferenceSession:
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+
+def ort_session(path: Path, level: str = "all", threads: int = 0, spinning: bool = True,
+                provider: str = CPU) -> ort.InferenceSession:
     """``spinning=False`` stops idle intra-op threads from busy-waiting after a run, which
     would steal the CPU from whatever runs next (matters for side-by-side timing)."""
     opts = ort.SessionOptions()
@@ -39,7 +48,20 @@ def ort_session(path: Path, level: str = "all", threads: int = 0, spinning: bool
     opts.log_severity_level = 3  # the defaults-as-initializers notice is expected
     if threads:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    providers = [(CUDA, {"device_id": 0, "use_tf32": 0}), CPU] if provider == CUDA else [CPU]
+    return ort.InferenceSession(str(path), opts, providers=providers)
+
+
+def cuda_sessions(path: Path) -> tuple[dict, str]:
+    """{"CUDA": session} when the CUDA provider can run here, else ({}, why not)."""
+    if CUDA not in ort.get_available_providers():
+        return {}, f"{CUDA} not in this onnxruntime (the onnxruntime-gpu wheel has it)"
+    if not torch.cuda.is_available():
+        return {}, "no CUDA GPU visible"
+    session = ort_session(path, "all", provider=CUDA)
+    if session.get_providers()[0] != CUDA:  # ORT falls back to CPU when CUDA/cuDNN fail to load
+        return {}, f"{CUDA} failed to start (CUDA/cuDNN libraries?)"
+    return {"CUDA": session}, ""
 
 
 @torch.no_grad()
@@ -99,19 +121,29 @@ def verification_cases(signature: ModelMetadata, images: np.ndarray, seed: int =
 
 def verify_export(model, signature: ModelMetadata, onnx_path: Path, images: np.ndarray,
                   fp16: bool = False) -> dict:
-    """Run every case through PyTorch and ONNX Runtime (graph optimisations on and off).
-    Returns the worst figure per output; raises ExportError with the figures on mismatch."""
+    """Run every case through PyTorch and ONNX Runtime: CPU provider with graph optimisations
+    on and off, and the CUDA provider when it can run here. Returns the worst figure per
+    output (overall and per provider) and the providers verified; raises ExportError with the
+    figures on mismatch."""
     tol = FP16_TOL if fp16 else FP32_TOL
-    sessions = {level: ort_session(onnx_path, level) for level in ("all", "disable")}
+    sessions = {f"CPU, ORT optimisation {level}": ort_session(onnx_path, level) for level in ("all", "disable")}
+    gpu, skipped = cuda_sessions(onnx_path)
+    sessions.update(gpu)
     worst: dict[str, float] = {}
+    by_provider: dict[str, dict[str, float]] = {}
+    cases = 0
     for label, feeds in verification_cases(signature, images):
         reference = torch_outputs(model, signature, feeds)
-        for level, session in sessions.items():
+        for where, session in sessions.items():
             got = dict(zip(signature.output_names, session.run(signature.output_names, feeds)))
             try:
                 figures = compare(reference, got, tol)
             except ExportError as exc:
-                raise ExportError(f"{exc} ({label}, ORT optimisation {level})") from None
+                raise ExportError(f"{exc} ({label}, {where})") from None
+            cases += 1
+            provider = CUDA if where == "CUDA" else CPU
             for k, v in figures.items():
                 worst[k] = max(worst.get(k, 0.0), v)
-    return {"tolerance": tol, "worst": worst, "cases": len(list(verification_cases(signature, images))) * 2}
+                by_provider.setdefault(provider, {})[k] = max(by_provider.get(provider, {}).get(k, 0.0), v)
+    return {"tolerance": tol, "worst": worst, "worst_by_provider": by_provider, "cases": cases,
+            "providers": list(by_provider), "cuda_skipped": skipped}

@@ -49,6 +49,11 @@ PARAM_TENSORS = "tensors"  # role -> tensor name, for the python-backend models
 PARAM_DEFAULTS = "defaults"  # optional input -> fill value
 PARAM_IMAGE_SIZE = "image_size"
 
+# A python-flavour model exported for a GPU host serves config.pbtxt (KIND_GPU instances, ONNX
+# Runtime's CUDA execution provider) and carries configs/cpu.pbtxt (KIND_CPU, CPU provider),
+# which gatta-serve selects with tritonserver --model-config-name=cpu on hosts without a GPU.
+CPU_CONFIG_NAME = "cpu"
+
 
 def gatta_output(layer: str) -> str:
     """Name of the agreement map of attached layer ``layer``: ``gatta_conv1``."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from gatta.export.benchmark import in_process_table, profile_ops
+from gatta.bench.graphs import in_process_table, profile_ops
 from gatta.training.backbones import is_toy
 from gatta.training.checkpoint import load_checkpoint
 from gatta.training.config import GattaConfig

@@ -1,9 +1,18 @@
-"""`make bench`: in-process ONNX Runtime vs Triton (python flavour, CPU) over HTTP and gRPC,
-side by side in one run, written to docs/performance.md and docs/performance.json.
+"""`make bench`: Triton against in-process ONNX Runtime on the same model.onnx, measured so that a
+second run gives the same ratio. Writes docs/performance.md and docs/performance.json.
 
-Load comes from `gatta-client bench` in a separate process (closed loop, N threads), so the
-client's own CPU time is measured and shown. Triton's statistics API gives queue vs compute
-time per request for every row.
+Every round measures each row once, back to back (order flipped every other round):
+- in-process ONNX Runtime as a user would run it (an `InferenceSession` with default options:
+  all cores), batch 16 in a loop, and batch 1 for latency;
+- for each served configuration (export defaults, and alternatives such as 2 instances x 1
+  thread), 8 gRPC client threads sending batch 16 for a window, and 1 thread sending batch 1.
+  The load runs in its own process with prepared requests, asking for `probs` only.
+The reported figures are medians of per-round ratios with their min-max spread. The CPU each
+process used (load generator, tritonserver, python-backend stubs, in-process ONNX Runtime) is
+accounted per image: on a 2-core machine client and server share the cores, and that sets the
+ceiling. The machine's load is recorded before and after; a busy machine is said out loud.
+
+    python scripts/bench_serving.py [--rounds 5] [--seconds 3] [--configs default,2x1,1x2]
 """
 
 from __future__ import annotations
@@ -20,11 +29,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tritonclient.http as httpclient
+import onnxruntime as ort
+import psutil
 
-from gatta.export.benchmark import in_process_table, measure, profile_ops
+from gatta import contract
+from gatta.bench.interleaved import (Window, interleave, is_busy, latency_overhead, machine_load, ratios,
+                                     spread)
 from gatta.export.exporter import ExportOptions, export_checkpoint
-from gatta.export.verify import ort_session
 from gatta.serving.launcher import start_server
 from gatta.training.checkpoint import load_checkpoint
 
@@ -33,171 +44,199 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def machine() -> str:
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    mem = next((int(l.split()[1]) // 1024 // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
-    import onnxruntime
-    import torch
-
-    return (f"{cpu}, {os.cpu_count()} cores, {mem} GiB RAM, no GPU; Python {platform.python_version()}, "
-            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, Triton 2.51 (nvidia-pytriton)")
+    mem = psutil.virtual_memory().total / 2**30
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, no GPU; Python {platform.python_version()}, "
+            f"onnxruntime {ort.__version__}, Triton 2.51 (nvidia-pytriton)")
 
 
-def stats(url: str, model: str) -> dict:
-    client = httpclient.InferenceServerClient(url)
-    s = client.get_inference_statistics(model)["model_stats"][0]
-    client.close()
-    inf = s["inference_stats"]
-    return {"requests": inf["success"]["count"], "queue_ns": inf["queue"]["ns"],
-            "compute_ns": inf["compute_infer"]["ns"], "executions": s["execution_count"],
-            "inferences": s["inference_count"]}
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
 
 
-def client_bench(url: str, protocol: str, batch: int, concurrency: int, requests: int, encoded: bool) -> dict:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cmd = [sys.executable, "-m", "gatta.client.cli", "bench", "--url", url, "--protocol", protocol,
-           "--batch-size", str(batch), "--concurrency", str(concurrency), "--requests", str(requests), "--json"]
-    if encoded:
-        cmd.append("--encoded")
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    report = json.loads(out.stdout.strip().splitlines()[-1])
-    report["client_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return report
+class InProcess:
+    """ONNX Runtime in this process, default session options (all cores)."""
+
+    def __init__(self, model_path: Path, size: int):
+        quiet = ort.SessionOptions()
+        quiet.log_severity_level = 3  # only silences warnings; every performance option stays default
+        self.session = ort.InferenceSession(str(model_path), quiet, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        self.feeds = {b: {contract.IMAGE: rng.random((b, 3, size, size), dtype=np.float32)} for b in (1, 16)}
+        self.me = psutil.Process()
+        for b in self.feeds:
+            self.session.run([contract.PROBS], self.feeds[b])
+
+    def window(self, batch: int, seconds: float) -> Window:
+        feeds, run = self.feeds[batch], self.session.run
+        lat, cpu0, t0 = [], cpu_seconds([self.me]), time.perf_counter()
+        while (now := time.perf_counter()) - t0 < seconds:
+            run([contract.PROBS], feeds)
+            lat.append((time.perf_counter() - now) * 1e3)
+        wall = time.perf_counter() - t0
+        return Window(len(lat) * batch, wall, lat, {"cpu_s": {"in-process": cpu_seconds([self.me]) - cpu0}})
+
+
+class Served:
+    """One tritonserver hosting one exported configuration; load comes from gatta.bench.window."""
+
+    def __init__(self, repo: Path, size: int):
+        self.server = start_server(repo, wait=180)
+        self.size = size
+        root = psutil.Process(self.server.process.pid)
+        self.front, self.stubs = [root], root.children(recursive=True)
+
+    def window(self, batch: int, concurrency: int, seconds: float) -> Window:
+        cmd = [sys.executable, "-m", "gatta.bench.window", "--url", self.server.grpc_url, "--protocol", "grpc",
+               "--batch", str(batch), "--concurrency", str(concurrency), "--seconds", str(seconds),
+               "--size", str(self.size)]
+        # Server CPU is read around the whole client process; the client's start-up and warm-up
+        # requests count too, so per-image server CPU is slightly overstated (a few requests).
+        front0, stubs0 = cpu_seconds(self.front), cpu_seconds(self.stubs)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        out, _ = client.communicate(timeout=seconds + 120)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the one child reaped meanwhile
+        cpu_client = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        if client.returncode != 0:
+            raise RuntimeError(f"load window failed ({' '.join(cmd)}): exit {client.returncode}")
+        r = json.loads(out.strip().splitlines()[-1])
+        if r["failures"]:
+            raise RuntimeError(f"{r['failures']} failed requests in a load window")
+        return Window(r["items"], r["seconds"], r["latencies_ms"],
+                      {"cpu_s": {"client": cpu_client, "tritonserver": cpu_seconds(self.front) - front0,
+                                 "python stubs": cpu_seconds(self.stubs) - stubs0}})
+
+    def stop(self):
+        self.server.stop()
+
+
+def export_config(ckpt: Path, spec: str, out: Path) -> Path:
+    """``default``: gatta-export's defaults; ``IxT``: I instances x T ONNX Runtime threads."""
+    opts = {"out": out, "flavour": "python"}
+    if spec != "default":
+        instances, threads = spec.split("x")
+        opts.update(instances=int(instances), threads=int(threads))
+    export_checkpoint(ckpt, ExportOptions(**opts))
+    return out
+
+
+def cpu_per_image(windows: list[Window]) -> dict[str, float]:
+    """Median CPU milliseconds per image, per process kind."""
+    kinds = windows[0].extra["cpu_s"]
+    return {k: float(np.median([w.extra["cpu_s"][k] / w.items * 1e3 for w in windows])) for k in kinds}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, default=ROOT / "models" / "cifar10-toy-d16.pt")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads, in-process and in Triton")
-    parser.add_argument("--instances", type=int, default=1, help="Triton model instances; threads are split between them")
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--quick", action="store_true", help="fewer requests per row")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per window")
+    parser.add_argument("--configs", default="default,2x1,1x2",
+                        help="served configurations: default (export defaults) and INSTANCESxTHREADS")
     parser.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from an earlier run's JSON")
     args = parser.parse_args()
     if args.from_json:
-        result = json.loads(args.from_json.read_text())
-        result["in_process"] = {int(k): v for k, v in result["in_process"].items()}
-        result["onnx"]["rows"] = {k: {int(b): t for b, t in v.items()} for k, v in result["onnx"]["rows"].items()}
-        args.out.write_text(render(result, args))
+        args.out.write_text(render(json.loads(args.from_json.read_text())))
         print(args.out.read_text())
         return
-    model, _ = load_checkpoint(args.ckpt)
-    size = model.config.image_size
-    print("in-process ONNX Runtime ...", file=sys.stderr)
-    table = in_process_table(model, args.threads, args.seconds)
-    table["profile"] = profile_ops(Path(table["paths"]["gattanet"]), size, args.threads)
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
 
-    work = Path(tempfile.mkdtemp())
-    repos = {}
-    for batching in (True, False):
-        repo = work / ("batching" if batching else "no-batching")
-        export_checkpoint(args.ckpt, ExportOptions(out=repo, flavour="python", threads=max(1, args.threads // args.instances),
-                                                   instances=args.instances, dynamic_batching=batching, encoded=batching))
-        repos[batching] = repo
-    session = ort_session(repos[True] / "gatta" / "1" / "model.onnx", "all", args.threads, spinning=False)
-    in_proc = {}
-    for batch in (1, 16):
-        x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
-        feeds = {"image": x, "lesion_mask": np.ones((batch, len(model.taps)), np.float32),
-                 "query_bias": np.zeros((batch, model.config.d), np.float32)}
-        sec = measure({"ort": lambda: session.run(None, feeds)}, args.seconds)["ort"]
-        in_proc[batch] = {"images_per_s": batch / sec, "latency_ms": sec * 1e3}
-    del session
-
-    rows = []
-    n = {1: 300 if args.quick else 1500, 16: 60 if args.quick else 300}
-    for batching in (True, False):
-        with start_server(repos[batching], wait=180) as server:
-            urls = {"http": server.http_url, "grpc": server.grpc_url}
-            for protocol in ("http", "grpc"):
-                for batch in (1, 16):
-                    for concurrency in (1, 8, 32):
-                        before = stats(server.http_url, "gatta")
-                        r = client_bench(urls[protocol], protocol, batch, concurrency, n[batch], False)
-                        after = stats(server.http_url, "gatta")
-                        reqs = max(1, after["requests"] - before["requests"])
-                        r.update(dynamic_batching=batching, input="tensor",
-                                 queue_ms=(after["queue_ns"] - before["queue_ns"]) / reqs / 1e6,
-                                 compute_ms=(after["compute_ns"] - before["compute_ns"]) / reqs / 1e6,
-                                 server_batch=(after["inferences"] - before["inferences"]) /
-                                 max(1, after["executions"] - before["executions"]),
-                                 vs_in_process=r["images_per_s"] / in_proc[batch]["images_per_s"])
-                        rows.append(r)
-                        print(f"  batching={batching} {protocol} batch {batch} conc {concurrency}: "
-                              f"{r['images_per_s']:.0f} img/s ({r['vs_in_process']:.0%} of in-process)", file=sys.stderr)
-            if batching:
-                for concurrency in (1, 8):
-                    r = client_bench(urls["http"], "http", 1, concurrency, n[1] // 2, True)
-                    r.update(dynamic_batching=True, input="encoded PNG", queue_ms=float("nan"),
-                             compute_ms=float("nan"), server_batch=float("nan"),
-                             vs_in_process=r["images_per_s"] / in_proc[1]["images_per_s"])
-                    rows.append(r)
-            memory = server.memory_rss()
-    result = {"machine": machine(), "instances": args.instances, "in_process": in_proc, "onnx": table, "triton": rows, "server_rss_bytes": memory}
+    load_start = machine_load()
+    if is_busy(load_start):
+        say(f"WARNING: the machine is busy before the run (load {load_start['loadavg']}, other processes "
+            f"{load_start['others_cpu_percent']}% CPU: {', '.join(load_start['busiest'])}); figures will be noisy")
+    work = Path(tempfile.mkdtemp(prefix="gatta-bench-"))
+    configs = args.configs.split(",")
+    repos = {c: export_config(args.ckpt, c, work / c) for c in configs}
+    model_path = repos[configs[0]] / "gatta" / "1" / "model.onnx"
+    size = load_checkpoint(args.ckpt)[0].config.image_size
+    local = InProcess(model_path, size)
+    served = {}
+    try:
+        for c in configs:
+            say(f"starting tritonserver for {c} ...")
+            served[c] = Served(repos[c], size)
+        rows = {"in-process b16": lambda: local.window(16, args.seconds),
+                "in-process b1": lambda: local.window(1, args.seconds)}
+        for c in configs:
+            rows[f"{c} b16 c8"] = lambda s=served[c]: s.window(16, 8, args.seconds)
+            rows[f"{c} b1 c1"] = lambda s=served[c]: s.window(1, 1, args.seconds)
+        windows = interleave(rows, args.rounds, say)
+    finally:
+        for s in served.values():
+            s.stop()
+    load_end = machine_load()
+    result = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "rounds": args.rounds, "seconds": args.seconds, "load_start": load_start, "load_end": load_end,
+              "busy": is_busy(load_start) or is_busy(load_end), "configs": {}}
+    result["in_process"] = {"b16": spread([w.per_s for w in windows["in-process b16"]]),
+                            "b1_p50_ms": spread([float(np.median(w.latencies_ms)) for w in windows["in-process b1"]]),
+                            "cpu_ms_per_image": cpu_per_image(windows["in-process b16"])}
+    for c in configs:
+        result["configs"][c] = {
+            "b16_c8": spread([w.per_s for w in windows[f"{c} b16 c8"]]),
+            "ratio_b16_c8": ratios(windows, f"{c} b16 c8", "in-process b16"),
+            "b1_p50_ms": spread([float(np.median(w.latencies_ms)) for w in windows[f"{c} b1 c1"]]),
+            "b1_overhead_ms": latency_overhead(windows, f"{c} b1 c1", "in-process b1"),
+            "cpu_ms_per_image": cpu_per_image(windows[f"{c} b16 c8"]),
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
-    args.out.write_text(render(result, args))
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    args.out.write_text(render(result))
     print(args.out.read_text())
+    if result["busy"]:
+        say("WARNING: the machine was busy during this run (see the load lines); do not publish these figures")
 
 
-def render(result: dict, args) -> str:
-    t = result["onnx"]
-    rows = t["rows"]
-    lines = ["# Performance", "", f"Measured by `make bench` ({time.strftime('%Y-%m-%d')}) on: {result['machine']}.",
-             "All rows come from one run; ratios compare rows measured side by side. This machine is shared and "
-             "noisy: read ratios, not absolute figures. Regenerate with `make bench`.", "",
-             "## ONNX Runtime in-process (toy model, CIFAR-10)", "",
-             f"Analytic floor for GAttANet / baseline: two passes minus the shared prefix = **{t['floor']:.2f}x** "
-             f"(the prefix, conv1, is {t['prefix_share']:.1%} of the backbone's multiply-adds).", "",
-             "| engine | baseline batch 1 | GAttANet batch 1 | baseline batch 64 | GAttANet batch 64 | ratio b1 | ratio b64 | vs floor |",
-             "|---|---|---|---|---|---|---|---|"]
-    for engine in ("ORT basic", "ORT extended", "ORT all", "PyTorch eager"):
-        b, g = rows[f"baseline {engine}"], rows[f"gattanet {engine}"]
-        lines.append(f"| {engine} | {b[1] * 1e3:.3f} ms | {g[1] * 1e3:.3f} ms | {64 / b[64]:.0f} img/s | "
-                     f"{64 / g[64]:.0f} img/s | {g[1] / b[1]:.2f}x | {g[64] / b[64]:.2f}x | {g[64] / b[64] / t['floor']:.2f}x |")
-    lines += ["", "PyTorch eager / ORT all, same model (time): "
-              f"baseline {rows['baseline PyTorch eager'][1] / rows['baseline ORT all'][1]:.2f}x at batch 1, "
-              f"{rows['baseline PyTorch eager'][64] / rows['baseline ORT all'][64]:.2f}x at batch 64; GAttANet "
-              f"{rows['gattanet PyTorch eager'][1] / rows['gattanet ORT all'][1]:.2f}x / "
-              f"{rows['gattanet PyTorch eager'][64] / rows['gattanet ORT all'][64]:.2f}x.", "",
-              "Where GAttANet's time goes under ORT_ENABLE_ALL at batch 64 (ORT profiler, share of kernel time): " +
-              ", ".join(f"{op} {s:.1%}" for op, s in list(t["profile"].items())[:8]) + ".", ""]
+def _range(s: dict, fmt: str = "{:,.0f}") -> str:
+    return f"{fmt.format(s['median'])} [{fmt.format(s['min'])}-{fmt.format(s['max'])}]"
+
+
+def render(result: dict) -> str:
+    ls, le = result["load_start"], result["load_end"]
     ip = result["in_process"]
-    inst = result.get("instances", 1)
-    lines += ["## Triton (python flavour, CPU) vs in-process ONNX Runtime", "",
-              f"Triton runs {inst} model instance{'s' if inst > 1 else ''} with "
-              f"{max(1, t['threads'] // inst)} ONNX Runtime thread{'s' if t['threads'] // inst > 1 else ''} each.", "",
-              f"In-process ONNX Runtime ({t['threads']} threads, same graph, back to back): batch 1 "
-              f"{ip[1]['images_per_s']:.0f} img/s ({ip[1]['latency_ms']:.2f} ms), batch 16 {ip[16]['images_per_s']:.0f} img/s.", "",
-              "| batching | protocol | input | batch | concurrency | img/s | % of in-process | p50 ms | p90 ms | p99 ms | queue ms | compute ms | server batch | client CPU s | failures |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in result["triton"]:
-        lines.append(f"| {'on' if r['dynamic_batching'] else 'off'} | {r['protocol']} | {r['input']} | {r['batch_size']} | "
-                     f"{r['concurrency']} | {r['images_per_s']:.0f} | {100 * r['vs_in_process']:.0f}% | {r['p50_ms']:.2f} | "
-                     f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['queue_ms']:.2f} | {r['compute_ms']:.2f} | "
-                     f"{r['server_batch']:.1f} | {r['client_cpu_s']:.1f} | {r['failures']} |")
-    conc8 = [r for r in result["triton"] if r["concurrency"] == 8 and r["input"] == "tensor"]
-    best = max(conc8, key=lambda r: r["vs_in_process"])
-    lines += ["", f"At concurrency 8 the best row reaches **{100 * best['vs_in_process']:.0f}%** of in-process "
-              f"throughput ({best['protocol']}, batch {best['batch_size']}, dynamic batching "
-              f"{'on' if best['dynamic_batching'] else 'off'}); the aim is >= 90%"
-              f"{' (met)' if best['vs_in_process'] >= 0.9 else ' (not met on this run)'}. On this 2-core machine the "
-              "load generator, Triton's HTTP/gRPC front end, the python-backend stub (a separate process fed "
-              "through shared memory) and ONNX Runtime's 2 threads share the same cores, while the in-process "
-              "row has both cores to itself. At batch 1 the dynamic batcher is what closes the gap: with it off, "
-              "throughput stays at the single-request rate whatever the concurrency.",
-              f"", f"Server resident memory after the run (tritonserver + python stubs): "
-              f"{result['server_rss_bytes'] / 2**20:.0f} MiB.", "",
-              "## GPU rows", "", "Missing: no GPU machine was available for this run. On a GPU host, serve the native "
-              "flavour (`gatta-export --flavor onnxruntime [--tensorrt-fp16]`, NVIDIA's container, see the Dockerfile) "
-              "and measure with NVIDIA's `perf_analyzer` (it cannot run here: its wheels need glibc 2.38, this machine "
-              "has 2.36):", "", "```bash",
-              "perf_analyzer -m gatta -u localhost:8001 -i grpc -b 16 --concurrency-range 1:32:8 \\",
-              "  --input-data zero --shape image:3,32,32 --shape lesion_mask:5 --shape query_bias:16 \\",
-              "  --percentile 99 --collect-metrics -f perf.csv", "```", "",
-              "`gatta-client bench --protocol grpc --batch-size 16 --concurrency 8 --requests 2000` is the equivalent "
-              "closed-loop load from our own client.", "",
-              "How instances and threads compare, and why 2 x 1 is the default here: see docs/serving.md.", ""]
+    lines = ["# Performance: Triton vs in-process ONNX Runtime", "",
+             f"Generated by `make bench` ({result['date']}) on: {result['machine']}.", "",
+             f"{result['rounds']} rounds; every round measures each row once for {result['seconds']:g} s, back to "
+             "back, the order flipped every other round. Figures: median [min-max] over the rounds; ratios are "
+             "taken within a round. Load generator: 8 (or 1) gRPC client threads in their own process, prepared "
+             "requests, `probs` only. In-process: `onnxruntime.InferenceSession(model.onnx)` with default options "
+             "(all cores), one caller.", "",
+             f"Machine load: before {ls['loadavg']} (1/5/15-min), other processes {ls['others_cpu_percent']}% CPU; "
+             f"after {le['loadavg']}, {le['others_cpu_percent']}%.", ""]
+    if result["busy"]:
+        lines += ["**WARNING: the machine was busy during this run; these figures are not comparable.**", ""]
+    lines += ["## Throughput, batch 16, 8 concurrent gRPC requests", "",
+              "| served configuration | Triton img/s | in-process img/s | Triton / in-process |", "|---|---|---|---|"]
+    for c, r in result["configs"].items():
+        lines.append(f"| {c} | {_range(r['b16_c8'])} | {_range(ip['b16'])} | "
+                     f"{_range(r['ratio_b16_c8'], '{:.2f}')} |")
+    lines += ["", "## Latency, batch 1, one request at a time", "",
+              f"In-process p50: {_range(ip['b1_p50_ms'], '{:.3f}')} ms.", "",
+              "| served configuration | Triton p50 ms | added by serving (p50, ms) |", "|---|---|---|"]
+    for c, r in result["configs"].items():
+        lines.append(f"| {c} | {_range(r['b1_p50_ms'], '{:.3f}')} | {_range(r['b1_overhead_ms'], '{:+.3f}')} |")
+    lines += ["", "## Where the CPU goes (batch 16, concurrency 8, CPU ms per image)", "",
+              "| served configuration | load generator | tritonserver (front end, queue) | python stubs (IPC + ONNX Runtime) | total | ceiling on "
+              f"{ls['cores']} cores (img/s) |", "|---|---|---|---|---|---|"]
+    cores = ls["cores"]
+    for c, r in result["configs"].items():
+        cpu = r["cpu_ms_per_image"]
+        total = sum(cpu.values())
+        lines.append(f"| {c} | {cpu['client']:.3f} | {cpu['tritonserver']:.3f} | {cpu['python stubs']:.3f} | "
+                     f"{total:.3f} | {cores * 1e3 / total:,.0f} |")
+    ipc = ip["cpu_ms_per_image"]["in-process"]
+    lines += [f"| in-process ONNX Runtime | - | - | - | {ipc:.3f} | {cores * 1e3 / ipc:,.0f} |", "",
+              "The ceiling is what the cores could do if they did nothing but this work: on one machine the load "
+              "generator's CPU is spent on the same cores as the server's.", ""]
     return "\n".join(lines)
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gatta import contract
+from gatta.bench.soak import run_soak
 from gatta.client.images import expand_paths, load_image
-from gatta.client.soak import run_soak
 from gatta.export.verify import ort_session
 from gatta.serving.default_model import BUNDLED_CHECKPOINT, default_repository
 from gatta.serving.launcher import start_server
@@ -39,7 +40,7 @@ def main():
     images = np.stack([load_image(p, size) for p in expand_paths([ROOT / "samples"])])
     lesion = np.array([1, 0, 1, 1, 1], np.float32)  # a lesion mask too, so masks are exercised
     expected = ort_session(repo / "gatta" / "1" / "model.onnx").run(
-        ["probs"], {"image": images, "lesion_mask": np.tile(lesion, (len(images), 1))})[0]
+        [contract.PROBS], {contract.IMAGE: images, contract.LESION_MASK: np.tile(lesion, (len(images), 1))})[0]
     with start_server(repo, wait=180) as server:
         samples = [server.memory_rss()]
         stop = threading.Event()

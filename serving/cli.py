@@ -5,44 +5,27 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import click
 
+from gatta.extras import onnxruntime_conflict
+
+from .admin_key import KeyFileError, admin_key
 from .default_model import BUNDLED_CHECKPOINT, default_repository
+from .devices import Placement, PlacementError, placement
 from .launcher import LaunchError, ServerBinary, find_server, start_server
 from .watchdog import dead_stubs, stub_processes
 
 
-def has_gpu() -> bool:
+def check_loadable(repository: Path, binary: ServerBinary) -> Placement:
+    """How this host can serve ``repository``; LaunchError in one line when it cannot."""
     try:
-        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def check_loadable(repository: Path, binary: ServerBinary) -> None:
-    """Fail in one line when a model needs a backend or a GPU this host lacks."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    backends = binary.backends
-    for path in sorted(repository.glob("*/config.pbtxt")):
-        model = path.parent.name
-        try:
-            config = text_format.Parse(path.read_text(), mc.ModelConfig())
-        except text_format.ParseError as exc:
-            raise LaunchError(f"{path} is not a valid Triton model config: {exc}") from None
-        backend = config.backend
-        if backend and backends and backend not in backends:
-            raise LaunchError(
-                f"model '{model}' needs Triton's {backend} backend, which this tritonserver ({binary.origin}: "
-                f"{', '.join(sorted(backends))}) lacks; re-export with `gatta-export --flavor python` "
-                "or serve from NVIDIA's Triton container (see Dockerfile)")
-        if any(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in config.instance_group) and not has_gpu():
-            raise LaunchError(
-                f"model '{model}' is configured for a GPU (KIND_GPU) and this host has none; re-export with "
-                "`gatta-export --flavor python` for CPU serving")
+        return placement(Path(repository), binary.backends, binary.origin)
+    except PlacementError as exc:
+        raise LaunchError(str(exc)) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,59 +43,71 @@ def check_loadable(repository: Path, binary: ServerBinary) -> None:
 @click.option("--watchdog-interval", default=2.0, show_default=True,
               help="Seconds between checks that python-backend stubs are alive (0: off). A dead stub "
                    "fails every request while Triton still reports ready, so the server is restarted.")
-def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_file, timeout, watchdog_interval):
+@click.option("--drain-timeout", default=30.0, show_default=True,
+              help="On SIGTERM/Ctrl-C, seconds that requests in flight get to finish before tritonserver stops.")
+@click.option("--admin-key-file", type=click.Path(path_type=Path), default=None,
+              help="Admin key for the shared-memory, trace and logging APIs when GATTA_ADMIN_KEY is unset: read "
+                   "from this file, or a random key written there (mode 600) when the file does not exist.")
+def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_file, timeout, watchdog_interval,
+         drain_timeout, admin_key_file):
     """Serve a gattanet model with the real NVIDIA Triton Inference Server, in the foreground.
 
     Uses `tritonserver` from PATH (NVIDIA's container) or the build that ships in the
     nvidia-pytriton wheel (python backend, CPU). Ctrl-C or SIGTERM stops it gracefully:
     requests in flight finish first.
     """
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame):
+        if not stopping.is_set():
+            click.echo(f"\n{signal.Signals(signum).name}: draining (requests in flight finish, new ones are refused), "
+                       "then stopping tritonserver", err=True)
+            stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    echo = lambda m: click.echo(m, err=True)  # noqa: E731
+    if conflict := onnxruntime_conflict():  # the python-backend stub imports this environment's onnxruntime
+        echo(f"warning: {conflict}")
     try:
+        key = admin_key(admin_key_file, echo)
         binary = find_server()
-        if model_repository is None:
-            flavour = "onnxruntime" if "onnxruntime" in binary.backends and has_gpu() else "python"
-            model_repository = default_repository(ckpt, flavour, echo=lambda m: click.echo(m, err=True))
-        check_loadable(Path(model_repository), binary)
+        if model_repository is None:  # python flavour for a GPU, with its CPU twin: runs on any host
+            model_repository = default_repository(ckpt, "python", echo=echo, device="gpu")
+        place = check_loadable(Path(model_repository), binary)
+        if place.note:
+            echo(place.note)
+        extra_args = place.args
         click.echo(f"starting tritonserver ({binary.origin}) on {model_repository} ...", err=True)
         server = start_server(model_repository, host, http_port, grpc_port, metrics_port, log_file,
-                              wait=timeout, binary=binary)
-    except (LaunchError, FileNotFoundError) as exc:
+                              wait=timeout, binary=binary, extra_args=extra_args, admin_key=key, place=False)
+    except (LaunchError, FileNotFoundError, KeyFileError) as exc:
         raise click.ClickException(str(exc)) from None
-
-    stopping = []
-
-    def forward(signum, _frame):
-        if not stopping:
-            stopping.append(signum)
-            click.echo(f"\n{signal.Signals(signum).name}: stopping tritonserver (requests in flight finish first)",
-                       err=True)
-            server.process.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
     click.echo(f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
     click.echo(f"log: {server.log_path}")
     stubs = stub_processes(server)
-    while True:
-        try:
-            code = server.process.wait(timeout=watchdog_interval or None)
+    checked = time.monotonic()
+    while server.process.poll() is None:
+        if stopping.wait(0.2):
+            server.stop(drain_timeout=drain_timeout, echo=echo)
             break
-        except subprocess.TimeoutExpired:
-            pass
+        if not watchdog_interval or time.monotonic() - checked < watchdog_interval:
+            continue
+        checked = time.monotonic()
         dead = dead_stubs(server, stubs)
-        if dead and not stopping:
+        if dead:
             click.echo(f"python-backend stub of {', '.join(dead)} died (Triton keeps reporting ready but fails "
                        "its requests); restarting tritonserver", err=True)
-            server.stop(10)  # a model with a dead stub never unloads: don't wait Triton's full exit timeout
+            server.stop(10, drain_timeout=None)  # a model with a dead stub never unloads
             try:
                 server = start_server(model_repository, host, server.http_port, server.grpc_port, server.metrics_port,
-                                      log_file, wait=timeout, binary=binary)
+                                      log_file, wait=timeout, binary=binary, extra_args=extra_args, admin_key=key,
+                                      place=False)
             except LaunchError as exc:
                 raise click.ClickException(f"restart failed: {exc}") from None
             stubs = stub_processes(server)
             click.echo("tritonserver restarted and ready", err=True)
-            if stopping:  # a signal that arrived mid-restart went to the old process
-                server.process.send_signal(signal.SIGTERM)
+    code = server.process.wait()
     if code != 0:
         click.echo(f"tritonserver exited with status {code}; last log lines:\n{server.log_tail(15)}", err=True)
     sys.exit(code)

@@ -33,12 +33,13 @@ def checkpoint_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def default_repository(ckpt: Path = BUNDLED_CHECKPOINT, flavour: str = "python", echo=print) -> Path:
+def default_repository(ckpt: Path = BUNDLED_CHECKPOINT, flavour: str = "python", echo=print,
+                       device: str = "gpu") -> Path:
     """A Triton repository for ``ckpt``; exported only when no export of these bytes exists."""
     ckpt = Path(ckpt)
     if not ckpt.exists():
         raise FileNotFoundError(f"default checkpoint {ckpt} is missing; pass --model-repository or --ckpt")
-    repo = cache_root() / "repositories" / f"{ckpt.stem}-{checkpoint_digest(ckpt)}-{flavour}"
+    repo = cache_root() / "repositories" / f"{ckpt.stem}-{checkpoint_digest(ckpt)}-{flavour}-{device}"
     if (repo / "gatta" / "1" / "model.onnx").exists():
         return repo
     from gatta.extras import require
@@ -49,7 +50,7 @@ def default_repository(ckpt: Path = BUNDLED_CHECKPOINT, flavour: str = "python",
     echo(f"exporting {ckpt} -> {repo} (first use of this checkpoint)")
     tmp = repo.with_name(repo.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    export_checkpoint(ckpt, ExportOptions(out=tmp, flavour=flavour))
+    export_checkpoint(ckpt, ExportOptions(out=tmp, flavour=flavour, device=device))
     shutil.rmtree(repo, ignore_errors=True)
     tmp.rename(repo)
     return repo

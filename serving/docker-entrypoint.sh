@@ -1,10 +1,9 @@
 #!/bin/sh
-# Container entry point: Triton on all interfaces (the container's choice), model control
-# "none" (no remote loading), operator APIs behind the admin key. Extra args pass through.
+# Container entry point: gatta-serve, the launcher the tests run, over NVIDIA's tritonserver.
+# All interfaces (the container's choice), the baked repository, the stub watchdog, drain-then-
+# stop on SIGTERM, and an admin key that is never a default: $GATTA_ADMIN_KEY, else the key file
+# (a mounted secret), else a random key written to that file (docker exec ... cat it).
+# Triton's log goes to stdout. Extra arguments pass through to gatta-serve (the last one wins).
 set -eu
-RESTRICTED="shared-memory,trace,logging,model-repository:admin-key=${GATTA_ADMIN_KEY:?set GATTA_ADMIN_KEY}"
-exec tritonserver --model-repository="${MODEL_REPOSITORY:-/models}" --model-control-mode=none \
-    --http-restricted-api="$RESTRICTED" --grpc-restricted-protocol="$RESTRICTED" \
-    --allow-metrics=true --allow-gpu-metrics=true --metrics-interval-ms=2000 \
-    --metrics-config=summary_latencies=true \
-    --exit-timeout-secs=30 "$@"
+exec gatta-serve --host 0.0.0.0 --model-repository "${MODEL_REPOSITORY:-/models}" \
+    --admin-key-file "${GATTA_ADMIN_KEY_FILE:-/run/gattanet/admin-key}" --log-file /dev/stdout "$@"

@@ -26,7 +26,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RESTRICTED_APIS = "model-repository,shared-memory,trace,logging"
+import psutil
+
+from .shutdown import CONTROL_HEADER, EXIT_TIMEOUT_S, DrainError, drain
+
+ADMIN_APIS = "shared-memory,trace,logging"  # operators, with GATTA_ADMIN_KEY
+CONTROL_APIS = "model-repository"  # the launcher alone, with a per-start key (see shutdown.py)
 
 
 class LaunchError(RuntimeError):
@@ -95,20 +100,12 @@ def find_server() -> ServerBinary:
 
 
 def descendants(root: int) -> list[int]:
-    """``root`` and every process below it, from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
+    """``root`` and every process below it (empty when ``root`` is gone)."""
+    try:
+        process = psutil.Process(root)
+        return [root] + [p.pid for p in process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -128,6 +125,8 @@ class TritonProcess:
     metrics_port: int
     log_path: Path
     admin_key: str
+    control_key: str = field(default="", repr=False)
+    placement_note: str = ""  # e.g. GPU models on their CPU twin (devices.py)
 
     @property
     def http_url(self) -> str:
@@ -142,6 +141,8 @@ class TritonProcess:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
     def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.is_file():  # e.g. /dev/stdout in the container: nothing to read back
+            return ""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
@@ -173,16 +174,25 @@ class TritonProcess:
         total = 0
         for pid in self.pids():
             try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-            except OSError:
+                total += psutil.Process(pid).memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         return total
 
-    def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM: Triton stops accepting new requests and finishes those in flight."""
+    def drain(self, timeout: float = 30.0) -> list[str]:
+        """Unload every model, letting requests in flight finish (see shutdown.py)."""
+        return drain(self.http_url, self.control_key, timeout)
+
+    def stop(self, timeout: float = 60.0, drain_timeout: float | None = 30.0, echo=lambda m: None) -> int:
+        """Drain the models (requests in flight finish, new ones are refused), then SIGTERM;
+        Triton then exits within EXIT_TIMEOUT_S whatever idle connections clients hold.
+        ``drain_timeout=None`` skips the drain (a model whose stub died never unloads)."""
         if self.process.poll() is None:
+            if drain_timeout is not None and self.control_key:
+                try:
+                    self.drain(drain_timeout)
+                except DrainError as exc:
+                    echo(f"{exc}; stopping tritonserver anyway")
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
@@ -199,17 +209,22 @@ class TritonProcess:
 
 
 def server_command(binary: ServerBinary, repository: Path, host: str, http_port: int, grpc_port: int,
-                   metrics_port: int, admin_key: str, extra: list[str] = ()) -> list[str]:
+                   metrics_port: int, admin_key: str, extra: list[str] = (), control_key: str = "") -> list[str]:
+    control_key = control_key or secrets.token_hex(16)
     cmd = [str(binary.executable), f"--model-repository={repository}",
            f"--http-address={host}", f"--http-port={http_port}",
            f"--grpc-address={host}", f"--grpc-port={grpc_port}",
            f"--metrics-address={host}", f"--metrics-port={metrics_port}",
-           "--model-control-mode=none",  # no remote loading/unloading of models
-           f"--http-restricted-api={RESTRICTED_APIS}:admin-key={admin_key}",
-           f"--grpc-restricted-protocol={RESTRICTED_APIS}:admin-key={admin_key}",
+           # every model loaded at start; the repository API (load/unload) answers only the
+           # launcher's control key, which it uses to drain the models on shutdown
+           "--model-control-mode=explicit", "--load-model=*",
+           f"--http-restricted-api={CONTROL_APIS}:{CONTROL_HEADER}={control_key}",
+           f"--grpc-restricted-protocol={CONTROL_APIS}:{CONTROL_HEADER}={control_key}",
+           f"--http-restricted-api={ADMIN_APIS}:admin-key={admin_key}",
+           f"--grpc-restricted-protocol={ADMIN_APIS}:admin-key={admin_key}",
            "--allow-metrics=true", "--allow-gpu-metrics=true", "--metrics-interval-ms=1000",
            "--metrics-config=summary_latencies=true",  # p50/p90/p99 request latency
-           "--exit-timeout-secs=30", "--log-verbose=0"]
+           f"--exit-timeout-secs={EXIT_TIMEOUT_S}", "--log-verbose=0"]
     if binary.backend_dir is not None:
         cmd.append(f"--backend-directory={binary.backend_dir}")
     return cmd + list(extra)
@@ -217,26 +232,40 @@ def server_command(binary: ServerBinary, repository: Path, host: str, http_port:
 
 def start_server(repository: str | Path, host: str = "127.0.0.1", http_port: int = 0, grpc_port: int = 0,
                  metrics_port: int = 0, log_path: Path | None = None, wait: float | None = 120.0,
-                 extra_args: list[str] = (), binary: ServerBinary | None = None) -> TritonProcess:
+                 extra_args: list[str] = (), binary: ServerBinary | None = None,
+                 admin_key: str | None = None, place: bool = True) -> TritonProcess:
     """Start tritonserver on the given ports (0: a free one). Waits for readiness unless
-    ``wait`` is None."""
+    ``wait`` is None. The admin key (shared-memory, trace, logging APIs) is ``admin_key``,
+    else $GATTA_ADMIN_KEY, else a random one. ``place``: work out where the models run on
+    this host first (devices.py: the CPU twin of GPU models on a host without a GPU)."""
     repository = Path(repository).resolve()
     if not repository.is_dir():
         raise LaunchError(f"model repository {repository} does not exist")
     binary = binary or find_server()
+    note = ""
+    if place:
+        from .devices import PlacementError, placement
+
+        try:
+            where = placement(repository, binary.backends, binary.origin)
+        except PlacementError as exc:
+            raise LaunchError(str(exc)) from None
+        extra_args, note = [*where.args, *extra_args], where.note
     ports = [p or free_port(host) for p in (http_port, grpc_port, metrics_port)]
-    admin_key = os.environ.get("GATTA_ADMIN_KEY") or secrets.token_hex(16)
+    admin_key = admin_key or os.environ.get("GATTA_ADMIN_KEY") or secrets.token_hex(16)
+    control_key = secrets.token_hex(16)
     log_path = log_path or (cache_root() / "logs" / f"tritonserver-{ports[0]}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **binary.env}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(server_command(binary, repository, host, *ports, admin_key, list(extra_args)),
+        process = subprocess.Popen(server_command(binary, repository, host, *ports, admin_key, list(extra_args),
+                                                  control_key),
                                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    server = TritonProcess(process, host, *ports, log_path, admin_key)
+    server = TritonProcess(process, host, *ports, log_path, admin_key, control_key, note)
     if wait is not None:
         try:
             server.wait_ready(wait)
         except LaunchError:
-            server.stop(5)
+            server.stop(10, drain_timeout=None)
             raise
     return server

@@ -8,7 +8,7 @@ cannot see it, so ``gatta-serve`` watches the stub processes itself and restarts
 
 from __future__ import annotations
 
-from pathlib import Path
+import psutil
 
 from .launcher import TritonProcess
 
@@ -17,8 +17,8 @@ STUB_NAME = "triton_python_backend_stub"
 
 def _cmdline(pid: int) -> list[str]:
     try:
-        return [a for a in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0") if a]
-    except OSError:
+        return psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return []
 
 
@@ -32,19 +32,20 @@ def stub_processes(server: TritonProcess) -> dict[int, str]:
     return stubs
 
 
-def _state(pid: int) -> str:
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie (exited, never reaped)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "X"  # gone
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def dead_stubs(server: TritonProcess, known: dict[int, str]) -> list[str]:
     """Instance names whose stub died while the server runs: a known stub that is gone or a
     zombie, or any zombie child of the server (Triton never reaps a dead stub, and a stub
     that died before ``known`` was taken has no command line left to name it)."""
-    dead = {known[pid] for pid in known if _state(pid) in ("Z", "X")}
+    dead = {known[pid] for pid in known if _dead(pid)}
     for pid in server.pids():
-        if pid != server.process.pid and _state(pid) == "Z":
+        if pid != server.process.pid and _dead(pid):
             dead.add(known.get(pid, f"python-backend stub pid {pid}"))
     return sorted(dead)

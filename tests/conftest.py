@@ -20,14 +20,15 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory):
-    """A tiny GAttANet (4 classes, 16x16 input, d=8) exported in the python flavour."""
+    """A tiny GAttANet (4 classes, 16x16 input, d=8) exported as the Docker image bakes its model:
+    python flavour for a GPU (KIND_GPU), served here on its CPU twin (configs/cpu.pbtxt)."""
     from gatta.export.exporter import ExportOptions, export_checkpoint
 
     from helpers import make_checkpoint
 
     root = tmp_path_factory.mktemp("served")
     ckpt = make_checkpoint(root / "tiny.pt", num_classes=4, d=8, image_size=16, alpha=0.8)
-    export_checkpoint(ckpt, ExportOptions(out=root / "repo", flavour="python", max_batch=8))
+    export_checkpoint(ckpt, ExportOptions(out=root / "repo", flavour="python", device="gpu", max_batch=8))
     return root / "repo", ckpt
 
 

@@ -107,11 +107,31 @@ def test_exif_orientation_is_applied():
 
 
 def test_server_down_and_wrong_model_are_one_line(triton):
-    with pytest.raises(ClientError) as info:
-        GattaClient("127.0.0.1:9", retries=1, backoff=0.01)
-    assert "127.0.0.1:9" in str(info.value) and "tried 2 times" in str(info.value) and "\n" not in str(info.value)
+    for protocol in ("http", "grpc"):
+        with pytest.raises(ClientError) as info:
+            GattaClient("127.0.0.1:9", protocol, retries=1, backoff=0.01)
+        message = str(info.value)
+        assert "127.0.0.1:9" in message and f"({protocol})" in message and "tried 2 times" in message, message
+        assert "\n" not in message
     with pytest.raises(ClientError, match="it has: gatta, gatta_encoded, gatta_preprocess"):
         GattaClient(triton.http_url, model="resnet")
+
+
+def test_retry_decision_is_by_error_type_not_text():
+    import http.client
+
+    from tritonclient.utils import InferenceServerException
+
+    from gatta.client.client import is_unavailable
+
+    assert is_unavailable(ConnectionRefusedError(111, "Connection refused"))
+    assert is_unavailable(TimeoutError()) and is_unavailable(BrokenPipeError())
+    assert is_unavailable(http.client.HTTPException("connection closed."))  # geventhttpclient mid-response
+    assert is_unavailable(InferenceServerException("failed to connect", status="StatusCode.UNAVAILABLE"))
+    # an answer from the server is final, whatever its text says
+    assert not is_unavailable(InferenceServerException("UNAVAILABLE: Connection refused", status="400"))
+    assert not is_unavailable(InferenceServerException("x", status="StatusCode.INVALID_ARGUMENT"))
+    assert not is_unavailable(ValueError("Connection refused"))
 
 
 def _cli(*args):

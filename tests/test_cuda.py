@@ -32,3 +32,21 @@ def test_cuda_head_step_changes_only_the_head():
     torch.optim.Adam(params).step()
     assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in before.items())
     assert model.head.alpha.abs().sum() > 0
+
+
+def test_cuda_is_the_auto_device_and_trains_with_pinned_images(tmp_path):
+    import json
+
+    from gatta.training.data import synthetic_images
+    from gatta.training.train import FitOptions, fit, resolve_device
+
+    assert resolve_device("auto") == "cuda"
+    data = synthetic_images(96, 4, 16, seed=0)
+    for precision in ("fp32", "bf16"):
+        model = make_model(alpha=0.0)
+        fit(model, data, torch.arange(64), torch.arange(64, 96),
+            FitOptions(stage="head", out_dir=tmp_path / precision, epochs=2, batch_size=32, lr=1e-2,
+                       device="cuda", precision=precision, progress=False))
+        rows = [json.loads(l) for l in open(tmp_path / precision / "log.jsonl")]
+        assert [r["device"] for r in rows] == ["cuda", "cuda"]
+        assert rows[-1]["train_loss"] < rows[0]["train_loss"] + 0.05

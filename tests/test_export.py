@@ -203,3 +203,23 @@ def test_class_directions_are_signed_by_the_logits_alpha():
     with torch.no_grad():
         model.head.alpha[-1] = -0.2  # more agreement now damps the logit: flip the direction
     assert np.allclose(signature_for(model).class_keys, -keys.numpy(), atol=1e-7)
+
+
+@pytest.mark.parametrize("steps", [2, 3])
+def test_more_attention_steps_unroll_into_one_verified_graph(tmp_path, steps):
+    """T steps unroll T+1 passes; stage 0 (conv1) runs once, conv2 and conv3 once per pass."""
+    ckpt = make_checkpoint(tmp_path / "t.pt", num_classes=4, d=8, image_size=16, alpha=0.8, iterations=steps)
+    report = export_checkpoint(ckpt, ExportOptions(out=tmp_path / "repo", flavour="python", max_batch=4))
+    assert max(report.verification["worst"].values()) <= 1e-4
+    graph = onnx.load(str(tmp_path / "repo" / "gatta" / "1" / "model.onnx"))
+    assert collections.Counter(n.op_type for n in graph.graph.node)["Conv"] == 1 + 2 * (steps + 1)
+    model, _ = load_checkpoint(ckpt)
+    x = np.random.default_rng(2).random((3, 3, 16, 16), dtype=np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).logits.numpy()
+        one_step = model.__class__(model.config.__class__(**{**model.config.to_dict(), "iterations": 1}))
+        one_step.load_state_dict(model.state_dict())
+        single = one_step.eval()(torch.from_numpy(x)).logits.numpy()
+    got = ort_session(tmp_path / "repo" / "gatta" / "1" / "model.onnx").run(["logits"], {"image": x})[0]
+    parity, step_effect = np.abs(got - ref).max(), np.abs(got - single).max()
+    assert parity <= 1e-5 and step_effect > 100 * parity  # the extra steps are really in the graph

@@ -41,12 +41,17 @@ def prometheus(triton, tmp_path_factory):
                              f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while True:  # until Prometheus answers and has scraped the server once
+            if proc.poll() is not None:
+                pytest.fail(f"prometheus exited with status {proc.returncode} while starting")
             try:
-                if _query(port, "up") and _query(port, "up")[0]["value"][1] == "1":
+                up = _query(port, "up")
+                if up and up[0]["value"][1] == "1":
                     break
             except OSError:
                 pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"prometheus on port {port} never scraped tritonserver within 60 s")
             time.sleep(0.5)
         yield port
     finally:
@@ -66,9 +71,14 @@ def test_every_dashboard_expression_returns_data(triton, prometheus):
             inputs.append(httpclient.InferInput("lesion_mask", list(mask.shape), "FP32"))
             inputs[1].set_data_from_numpy(mask)
         client.infer("gatta", inputs)
-        time.sleep(0.15)
+        time.sleep(0.15)  # pacing: the load spans several 1 s scrapes, as rate() needs
     client.close()
-    time.sleep(3)
+    # wait for two scrapes after the last request (the model flushes its metrics once a second)
+    loaded = time.time()
+    deadline = time.monotonic() + 60
+    while float(_query(prometheus, "timestamp(up)")[0]["value"][1]) < loaded + 2:
+        assert time.monotonic() < deadline, "prometheus stopped scraping"
+        time.sleep(0.2)
     panels = json.loads(DASHBOARD.read_text())["panels"]
     assert len(panels) >= 12
     empty = []
@@ -89,7 +99,8 @@ def test_dockerfile_lints_clean():
     assert r.returncode == 0, r.stdout
     text = (ROOT / "Dockerfile").read_text()
     assert "nvcr.io/nvidia/tritonserver:24.10-py3" in text  # Triton 2.51, what the tests run
-    for needle in ("EXPOSE 8000 8001 8002", "HEALTHCHECK", "/v2/health/ready", "USER 1000", "--flavor onnxruntime"):
+    for needle in ("EXPOSE 8000 8001 8002", "HEALTHCHECK", "\"health\", \"--infer\"", "USER 1000", "--flavor python --device gpu",
+                   "onnxruntime-gpu=="):
         assert needle in text, needle
 
 
@@ -98,5 +109,5 @@ def test_kubernetes_manifests_validate():
     r = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", *map(str, manifests)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     text = "\n".join(p.read_text() for p in manifests)
-    for needle in ("autoscaling/v2", "/v2/health/live", "/v2/health/ready", "nvidia.com/gpu", "triton_queue_us_per_request"):
+    for needle in ("autoscaling/v2", "health\", \"--infer", "/v2/health/ready", "nvidia.com/gpu", "triton_queue_us_per_request"):
         assert needle in text, needle

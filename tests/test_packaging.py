@@ -9,7 +9,7 @@ def python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_bare_stage_packages_are_not_importable():
-    for name in ("export", "training", "client", "serving", "models"):
+    for name in ("export", "training", "client", "serving", "bench", "models"):
         r = python(f"import {name}")
         assert r.returncode != 0 and "ModuleNotFoundError" in r.stderr, name
 
@@ -39,3 +39,22 @@ def test_missing_extra_names_the_extra():
     )
     r = python(code)
     assert "pip install 'gattanet[train]'" in r.stderr
+
+
+def test_serving_and_client_commands_import_without_torch_onnx_or_nvidia_pytriton():
+    """The Docker image installs gattanet without extras beside onnxruntime-gpu: gatta-serve and
+    gatta-client (its HEALTHCHECK) must import with none of torch, onnx, onnxruntime, pytriton."""
+    block = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'torchvision', 'onnx', 'onnxruntime', 'pytriton'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import gatta.serving.cli, gatta.client.cli\n"
+        "from gatta.serving.devices import cuda_provider_available\n"
+        "print('ok', cuda_provider_available())\n"
+    )
+    r = python(block)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok False"

@@ -4,7 +4,6 @@ mixed lesion masks in one dynamic batch, encoded images, graceful SIGTERM."""
 import io
 import json
 import signal
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from gatta.export.verify import ort_session
 from gatta.serving.cli import check_loadable
+from gatta.serving.devices import has_gpu
 from gatta.serving.launcher import LaunchError, ServerBinary, find_server, start_server
 
 OUTPUTS = ["logits", "probs", "q_avg", "gatta_conv1", "gatta_conv2", "gatta_conv3", "gatta_dense1", "gatta_logits"]
@@ -136,8 +136,7 @@ def _metrics(server) -> str:
 def test_metrics_include_model_counters_and_custom_ones(triton):
     client = httpclient.InferenceServerClient(triton.http_url)
     x = np.random.default_rng(4).random((5, 3, 16, 16), dtype=np.float32)
-    time.sleep(1.5)  # let earlier tests' metrics flush (once a second) before the baseline reading
-    before = _metrics(triton)
+    before = _settled_metrics(triton, 'gatta_images_total{model="gatta"}')
     images_before = _value(before, 'gatta_images_total{model="gatta"}')
     client.infer("gatta", _inputs(httpclient, image=x, lesion_mask=np.zeros((5, 5), np.float32)))
     deadline = time.monotonic() + 10  # the model flushes its metrics once a second
@@ -156,6 +155,21 @@ def test_metrics_include_model_counters_and_custom_ones(triton):
     client.close()
 
 
+def _settled_metrics(server, key: str, quiet: float = 1.25, timeout: float = 30) -> str:
+    """The metrics once ``key`` has not moved for longer than the model's 1 s flush interval,
+    so increments still pending from earlier requests cannot land after the baseline."""
+    text = _metrics(server)
+    since, deadline = time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, f"{key} kept changing for {timeout} s"
+        time.sleep(0.1)
+        now = _metrics(server)
+        if _value(now, key) != _value(text, key):
+            since = time.monotonic()
+        text = now
+    return text
+
+
 def _value(text: str, key: str) -> float:
     for line in text.splitlines():
         if line.startswith(key + " "):
@@ -167,8 +181,18 @@ def test_sigterm_lets_in_flight_requests_finish(tiny_export, tmp_path):
     server = start_server(tiny_export[0], log_path=tmp_path / "t.log", wait=180)
     client = httpclient.InferenceServerClient(server.http_url, concurrency=8)
     x = np.random.default_rng(5).random((8, 3, 16, 16), dtype=np.float32)
+    stats = httpclient.InferenceServerClient(server.http_url)
+
+    def served() -> int:
+        return stats.get_inference_statistics("gatta")["model_stats"][0]["inference_stats"]["success"]["count"]
+
     pending = [client.async_infer("gatta", _inputs(httpclient, image=x)) for _ in range(24)]
-    threading.Timer(0.05, lambda: server.process.send_signal(signal.SIGTERM)).start()
+    deadline = time.monotonic() + 60
+    while (done := served()) == 0 and time.monotonic() < deadline:  # the server is busy with them
+        pass
+    server.process.send_signal(signal.SIGTERM)
+    stats.close()
+    assert 1 <= done < 24, f"{done} of 24 requests finished before SIGTERM: nothing was left in flight"
     results = [p.get_result().as_numpy("probs") for p in pending]
     client.close()
     assert len(results) == 24 and all(r.shape == (8, 4) for r in results)
@@ -225,3 +249,24 @@ def test_default_repository_is_exported_once_and_again_when_the_checkpoint_chang
     make_checkpoint(ckpt, num_classes=3, image_size=16, seed=1)  # new weights, same path
     changed = default_repository(ckpt, echo=messages.append)
     assert changed != first and len(messages) == 2
+
+
+def test_check_loadable_reads_configs_with_tritons_schema(tmp_path):
+    backends = tmp_path / "backends"
+    (backends / "python").mkdir(parents=True)
+    binary = ServerBinary(tmp_path / "tritonserver", backends, origin="test")
+    model = tmp_path / "repo" / "m"
+    model.mkdir(parents=True)
+    config = model / "config.pbtxt"
+    # a comment mentioning KIND_GPU and another backend must not matter, only the parsed fields
+    config.write_text('# was: backend: "onnxruntime" with KIND_GPU\nname: "m"\nbackend: "python"\n'
+                      "instance_group { kind: KIND_CPU }\n")
+    check_loadable(tmp_path / "repo", binary)
+    config.write_text('name: "m"\nbackend: "python"\ninstance_group { kind: KIND_GPU }\n')
+    if not has_gpu():
+        with pytest.raises(LaunchError, match="configured for a GPU"):
+            check_loadable(tmp_path / "repo", binary)
+    config.write_text('name: "m"\nbackend: "python"\ninstance_group { kind: KIND_TPU }\n')
+    with pytest.raises(LaunchError, match="m/config.pbtxt is not a valid Triton model config") as info:
+        check_loadable(tmp_path / "repo", binary)
+    assert "\n" not in str(info.value)

@@ -23,7 +23,7 @@ from .data import DataError  # noqa: E402
 from .evaluate import evaluation_table, run_evaluation  # noqa: E402
 from .model import GattaNet  # noqa: E402
 from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE  # noqa: E402
-from .runs import HeadOptions, RunOptions, checkpoint_and_images, finetune as finetune_run, load_data, split_data, train_backbone, train_head  # noqa: E402
+from .runs import HeadOptions, RunOptions, checkpoint_and_images, finetune as finetune_run, train_backbone, train_head  # noqa: E402
 from .train import dist_info, resolve_device  # noqa: E402
 
 
@@ -52,7 +52,8 @@ DEVICE_OPTION = click.option(
     help="auto: the CUDA GPU when there is one, else the CPU; or cpu, cuda, cuda:1.")
 
 
-def common_options(fn):
+def run_options(fn):
+    """The options every training run takes, handed to the command as one ``RunOptions``."""
     opts = [
         click.option("--data", required=True, help="Dataset: CIFAR pickle folder, ImageFolder tree, .tar.gz of one, or synthetic:N[:classes]."),
         click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory: log.jsonl, best.pt, last.pt."),
@@ -68,10 +69,26 @@ def common_options(fn):
         click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)."),
         click.option("--num-workers", default=2, show_default=True, help="Threads that decode images."),
         click.option("--resume", is_flag=True, help="Continue from OUT/last.pt."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+                     help="bf16: mixed precision (autocast) for the training steps; validation stays fp32."),
+        click.option("--clip-grad", type=float, default=None, help="Clip the gradient's global norm (e.g. 1 for --iterations >= 2)."),
     ]
+
+    @functools.wraps(fn)
+    def with_run(*, data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed,
+                 device, threads, num_workers, resume, precision, clip_grad, **rest):
+        if threads:
+            torch.set_num_threads(threads)
+        torch.manual_seed(seed)  # head/backbone initialisation is reproducible
+        run = RunOptions(data=data, out=out, epochs=epochs, val_size=val_size, split_seed=split_seed,
+                         patience=patience, batch_size=batch_size, lr=lr, augmentation=not no_augment,
+                         seed=seed, device=device, num_workers=num_workers, resume=resume,
+                         precision=precision, clip_grad=clip_grad)
+        return fn(run, **rest)
+
     for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+        with_run = opt(with_run)
+    return with_run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,36 +103,20 @@ def main():
     """
 
 
-def _run(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed, device,
-         num_workers, resume, **extra) -> RunOptions:
-    return RunOptions(data=data, out=out, epochs=epochs, val_size=val_size, split_seed=split_seed,
-                      patience=patience, batch_size=batch_size, lr=lr, augmentation=not no_augment,
-                      seed=seed, device=device, num_workers=num_workers, resume=resume, **extra)
-
-
-def _setup(threads, seed):
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)  # head/backbone initialisation is reproducible
-
-
 @main.command()
-@common_options
+@run_options
 @click.option("--backbone", type=click.Choice(["toy", "toy-wide"]), default="toy", show_default=True,
               help="toy-wide: the paper's control, conv channels 33/65/131 so that the backbone "
                    "alone has the parameters of toy + a d=16 head.")
 @click.option("--image-size", type=int, default=32, show_default=True)
 @friendly_errors
-def backbone(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed,
-             device, threads, num_workers, resume, backbone, image_size):
+def backbone(run, backbone, image_size):
     """Train the toy backbone from scratch (Adam, batch 128, augmentation, early stopping)."""
-    _setup(threads, seed)
-    train_backbone(_run(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment,
-                        seed, device, num_workers, resume), backbone, image_size)
+    train_backbone(run, backbone, image_size)
 
 
 @main.command()
-@common_options
+@run_options
 @click.option("--backbone-ckpt", type=click.Path(path_type=Path), help="Checkpoint of a trained toy backbone (gatta-train backbone).")
 @click.option("--backbone", "backbone_name", type=click.Choice(sorted(BACKBONES)), default=None, help="torchvision backbone when no --backbone-ckpt.")
 @click.option("--backbone-weights", type=click.Path(exists=True, path_type=Path), help="Local torchvision state-dict file for --backbone.")
@@ -129,18 +130,14 @@ def backbone(data, out, val_size, split_seed, epochs, patience, batch_size, lr, 
 @click.option("--alpha-init", default=0.0, show_default=True)
 @click.option("--init-ckpt", type=click.Path(path_type=Path), default=None,
               help="Start from this GAttANet checkpoint's head (same backbone), e.g. to keep training a shipped model.")
-@click.option("--clip-grad", type=float, default=None, help="Clip the gradient's global norm (e.g. 1 for --iterations >= 2).")
 @friendly_errors
-def head(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed, device,
-         threads, num_workers, resume, backbone_ckpt, backbone_name, backbone_weights, image_size,
-         d, iterations, l2, qk_dropout, qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt, clip_grad):
+def head(run, backbone_ckpt, backbone_name, backbone_weights, image_size, d, iterations, l2, qk_dropout,
+         qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt):
     """Train the attention head (K, Q, alpha) on a frozen backbone. Runs data-parallel under
     torchrun (e.g. ``torchrun --nproc-per-node 2 -m gatta.training.cli head ...``)."""
-    _setup(threads, seed)
     if backbone_ckpt is None and backbone_name is None:
         raise click.UsageError("give --backbone-ckpt (toy) or --backbone resnet18/resnet50")
-    run = _run(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed,
-               device, num_workers, resume, l2=l2, clip_grad=clip_grad)
+    run.l2 = l2
     best = train_head(run, HeadOptions(d, iterations, qk_dropout, qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt),
                       backbone_ckpt, backbone_name, backbone_weights, image_size)
     if dist_info()[0] == 0:
@@ -149,14 +146,12 @@ def head(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_a
 
 
 @main.command()
-@common_options
+@run_options
 @click.option("--ckpt", type=click.Path(path_type=Path), required=True, help="GAttANet checkpoint to start from (e.g. the shipped model).")
 @click.option("--train", "what", type=click.Choice(["joint", "backbone"]), required=True,
               help="joint: backbone and head together; backbone: the backbone alone, the head kept as it is (the control).")
-@click.option("--clip-grad", type=float, default=None, help="Clip the gradient's global norm.")
 @friendly_errors
-def finetune(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed, device,
-             threads, num_workers, resume, ckpt, what, clip_grad):
+def finetune(run, ckpt, what):
     """Fine-tune a trained GAttANet: the backbone jointly with the attention head (the paper's
     second open question), or, as its control, the backbone alone with the same budget, recipe
     and data order. The validation split is the checkpoint's.
@@ -165,9 +160,7 @@ def finetune(data, out, val_size, split_seed, epochs, patience, batch_size, lr, 
       gatta-train finetune --ckpt models/cifar10-toy-d16.pt --train joint --data D --out runs/joint --epochs 10 --lr 1e-4
       gatta-train finetune --ckpt models/cifar10-toy-d16.pt --train backbone --data D --out runs/ft-backbone --epochs 10 --lr 1e-4
     """
-    _setup(threads, seed)
-    best = finetune_run(_run(data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment,
-                             seed, device, num_workers, resume, clip_grad=clip_grad), ckpt, what)
+    best = finetune_run(run, ckpt, what)
     if dist_info()[0] == 0:
         click.echo(f"best epoch {best.get('epoch')}: val_acc {best['val_acc']:.4f}")
 
@@ -188,16 +181,9 @@ def compare_cmd(entries, data, noise, batch_size, device, as_json, num_workers):
     \b
       gatta-train compare models/cifar10-toy-d16.pt models/cifar10-toy-d16.pt@2 runs/t2/best.pt --data D
     """
-    from .compare import compare, comparison_table, parse_entry
+    from .compare import compare_checkpoints, comparison_table
 
-    parsed = [parse_entry(e, device) for e in entries]
-    first = parsed[0].model
-    dataset = load_data(data, first.config.image_size, num_workers)
-    if len(dataset.class_names) != first.config.num_classes:
-        raise click.ClickException(f"dataset {data} has {len(dataset.class_names)} classes, "
-                                   f"checkpoint {entries[0]} has {first.config.num_classes}")
-    indices = split_data(dataset, *parsed[0].split)[1]
-    report = compare(parsed, dataset, indices, batch_size, noise, device)
+    report = compare_checkpoints(entries, data, noise, batch_size, device, num_workers)
     click.echo(json.dumps(report, indent=2) if as_json else comparison_table(report))
 
 

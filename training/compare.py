@@ -16,6 +16,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .data import ImageSet
 from .evaluate import paired_bootstrap
 from .model import GattaNet
+from .runs import check_classes, load_data, split_data
 from .train import predict
 
 
@@ -59,6 +60,17 @@ def compare(entries: list[Entry], data: ImageSet, indices: torch.Tensor, batch_s
             "baseline_vs_ref_baseline": paired_bootstrap(ref["baseline"], c["baseline"]),
         })
     return {"n": len(indices), "noise": noise_sigma, "reference": entries[0].label, "rows": rows}
+
+
+def compare_checkpoints(specs: list[str], data: str, noise_sigma: float = 0.0, batch_size: int = 256,
+                        device: str = "cpu", num_workers: int = 2) -> dict:
+    """``compare`` for checkpoint specs (``PATH`` or ``PATH@T``) on their validation split of ``data``."""
+    entries = [parse_entry(spec, device) for spec in specs]
+    first = entries[0].model
+    dataset = load_data(data, first.config.image_size, num_workers)
+    check_classes(dataset, data, first.config.num_classes, specs[0])
+    indices = split_data(dataset, *entries[0].split)[1]
+    return compare(entries, dataset, indices, batch_size, noise_sigma, device)
 
 
 def comparison_table(report: dict) -> str:

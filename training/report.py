@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gatta.contract import class_directions
 from gatta.lesion import full_pattern, parse_lesion, single_layer_patterns
 
 from .data import ImageSet, batches
@@ -47,8 +48,7 @@ def top_down_effect(model: GattaNet, data: ImageSet, indices: torch.Tensor, stre
     of the logits layer) * K_c, as the exported metadata and the client do) and, for
     contrast, towards a random wrong class; report the true class's probability."""
     model.eval()
-    sign = 1.0 if model.head.alpha[-1].item() >= 0 else -1.0
-    keys = sign * model.head.keys[-1].weight.t()  # [classes, d]
+    keys = class_directions(model.head.keys[-1].weight.t(), model.head.alpha[-1].item())  # [classes, d]
     unit = keys / (keys * keys).sum(1, keepdim=True).clamp_min(1e-12)
     g = torch.Generator().manual_seed(seed)
     plain, toward, away, acc = [], [], [], {"plain": 0, "toward": 0, "away": 0}

@@ -8,7 +8,7 @@ layer over these; tests call them directly).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -43,6 +43,7 @@ class RunOptions:
     num_workers: int = 2  # threads that decode images
     resume: bool = False
     clip_grad: float | None = None
+    precision: str = "fp32"
 
     def fit_options(self, stage: str, rules: Recipe, meta: CheckpointMeta) -> FitOptions:
         return FitOptions(
@@ -51,7 +52,7 @@ class RunOptions:
             l2=rules.l2 if self.l2 is None else self.l2,
             patience=next(p for p in (self.patience, rules.patience, self.epochs) if p is not None),
             augmentation=self.augmentation, seed=self.seed, device=self.device, resume=self.resume,
-            clip_grad=self.clip_grad, run_meta=meta)
+            clip_grad=self.clip_grad, precision=self.precision, run_meta=meta)
 
 
 @dataclass
@@ -84,10 +85,10 @@ def split_data(data: ImageSet, val_size: int, seed: int) -> tuple[torch.Tensor, 
     return stratified_split(data.labels, val_size, seed)
 
 
-def _check_classes(dataset: ImageSet, data: str, num_classes: int, source) -> None:
+def check_classes(dataset: ImageSet, data: str, num_classes: int, source) -> None:
     if len(dataset.class_names) != num_classes:
-        raise DataError(f"dataset {data} has {len(dataset.class_names)} classes, "
-                        f"checkpoint {source} has {num_classes}")
+        raise DataError(f"dataset {data} has {len(dataset.class_names)} classes but checkpoint "
+                        f"{source} was trained for {num_classes}")
 
 
 def checkpoint_and_images(ckpt, data: str, device: str = "cpu", num_workers: int = 2, split: str = "val"):
@@ -95,7 +96,7 @@ def checkpoint_and_images(ckpt, data: str, device: str = "cpu", num_workers: int
     split (``val``) or every image (``all``)."""
     model, meta = load_checkpoint(ckpt, device)
     dataset = load_data(data, model.config.image_size, num_workers)
-    _check_classes(dataset, data, model.config.num_classes, ckpt)
+    check_classes(dataset, data, model.config.num_classes, ckpt)
     if split == "all":
         return model, dataset, torch.arange(len(dataset))
     return model, dataset, split_data(dataset, meta.val_size, meta.split_seed)[1]
@@ -153,7 +154,7 @@ def train_head(run: RunOptions, head: HeadOptions, backbone_ckpt: Path | None = 
     if backbone_ckpt is None:
         cfg.num_classes, cfg.class_names = len(dataset.class_names), dataset.class_names
     else:
-        _check_classes(dataset, run.data, cfg.num_classes, backbone_ckpt)
+        check_classes(dataset, run.data, cfg.num_classes, backbone_ckpt)
     model = GattaNet(_head_config(cfg, head), backbone_weights=backbone_weights)
     if backbone_ckpt is not None:
         model.backbone.load_state_dict(base.backbone.state_dict())
@@ -175,7 +176,7 @@ def finetune(run: RunOptions, ckpt: Path, what: str) -> dict:
         raise ValueError(f"finetune: {what!r} is not joint or backbone")
     model, base_meta = load_checkpoint(ckpt)
     dataset = load_data(run.data, model.config.image_size, run.num_workers)
-    _check_classes(dataset, run.data, model.config.num_classes, ckpt)
+    check_classes(dataset, run.data, model.config.num_classes, ckpt)
     train_idx, val_idx = split_data(dataset, base_meta.val_size, base_meta.split_seed)
     meta = CheckpointMeta(data=str(run.data), init_ckpt=str(ckpt), finetune=what,
                           val_size=len(val_idx), split_seed=base_meta.split_seed)

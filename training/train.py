@@ -42,10 +42,12 @@ class FitOptions:
     progress: bool | None = None  # None: bars only on a terminal
     channels_last: bool = True  # oneDNN's fast layout for convolutions and pooling on CPU
     clip_grad: float | None = None  # clip the gradient's global norm (stabilises T >= 2)
+    precision: str = "fp32"  # or bf16: autocast for the training step only (validation is fp32)
     run_meta: CheckpointMeta = field(default_factory=CheckpointMeta)  # data, split, origin
 
 
 STAGES = ("backbone", "head", "joint")
+PRECISIONS = ("fp32", "bf16")
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -206,8 +208,10 @@ def _train_epoch(objective, model: GattaNet, params, optimizer, data: ImageSet, 
     bar = tqdm(batches(data, shard, opts.batch_size, generator=generator, device=opts.device,
                        augmentation=opts.augmentation), total=math.ceil(len(shard) / opts.batch_size),
                desc=f"{opts.stage} epoch {epoch}", leave=False, disable=hide_bar)
+    device_type = torch.device(opts.device).type
     for x, y in bar:
-        logits = objective(x.contiguous(memory_format=layout))
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=opts.precision == "bf16"):
+            logits = objective(x.contiguous(memory_format=layout)).float()
         loss = F.cross_entropy(logits, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -242,6 +246,10 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
         out.mkdir(parents=True, exist_ok=True)
         print(describe_device(opts.device), flush=True)
     torch.manual_seed(opts.seed)
+    if opts.precision not in PRECISIONS:
+        raise ValueError(f"precision {opts.precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if torch.device(opts.device).type == "cuda":  # page-locked images: batches copy asynchronously
+        data = ImageSet(data.images.pin_memory(), data.labels, data.class_names)
     model.to(opts.device)
     model.to(memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format)
     params = trainable_parameters(model, opts.stage)
@@ -267,7 +275,7 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
         metrics = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                    **_validate(model, data, val_idx, opts, rank, world),
                    "seconds": round(sums["seconds"], 2), "images_per_s": round(seen / sums["seconds"], 1),
-                   "lr": optimizer.param_groups[0]["lr"], "device": opts.device}
+                   "lr": optimizer.param_groups[0]["lr"], "device": opts.device, "precision": opts.precision}
         if opts.stage != "backbone":
             metrics["alpha"] = [round(a, 5) for a in model.head.alpha.tolist()]
         improved = metrics["val_acc"] > state.best["val_acc"]

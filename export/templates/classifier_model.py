@@ -5,6 +5,11 @@ repository works wherever it is copied. All requests of a dynamic batch are conc
 one ONNX Runtime run and the results split back; a bad request (wrong shape, non-finite
 pixels) gets its own error response and the rest of the batch is served.
 
+Device: a KIND_GPU instance runs ONNX Runtime's CUDA execution provider on the GPU Triton gave
+it (the onnxruntime-gpu wheel); a KIND_CPU instance the CPU provider. A GPU instance whose
+ONNX Runtime cannot run CUDA refuses to load, with the reason, rather than serve on the CPU
+while its config says GPU (gatta-serve picks configs/cpu.pbtxt on hosts without a GPU).
+
 Custom metrics are accumulated locally and flushed to Triton once a second by a background
 thread: each metric call is a round trip to the server process, and calling ~30 of them per
 execution doubled the time a batch-1 request spent in this model (1.4 ms vs 0.7 ms measured).
@@ -22,6 +27,27 @@ CONFIDENCE_BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
 FLUSH_INTERVAL_S = 1.0
 
 
+def _session(model_path, opts, args):
+    instance = args["model_instance_name"]
+    if args.get("model_instance_kind") != "GPU":
+        session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+        pb_utils.Logger.log_info(f"{instance}: ONNX Runtime {ort.__version__} CPUExecutionProvider")
+        return session
+    device = int(args["model_instance_device_id"])
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise RuntimeError(f"{instance} is a KIND_GPU instance but onnxruntime {ort.__version__} here has no "
+                           "CUDAExecutionProvider: install the onnxruntime-gpu wheel instead of onnxruntime, "
+                           "or serve configs/cpu.pbtxt (--model-config-name=cpu)")
+    # TF32 off: FP32 results within the export's verified tolerance
+    session = ort.InferenceSession(model_path, opts, providers=[
+        ("CUDAExecutionProvider", {"device_id": device, "use_tf32": 0}), "CPUExecutionProvider"])
+    if session.get_providers()[0] != "CUDAExecutionProvider":  # ORT fell back to CPU
+        raise RuntimeError(f"{instance}: ONNX Runtime's CUDAExecutionProvider failed to start on GPU {device} "
+                           "(CUDA 12 / cuDNN 9 libraries?); see the log above")
+    pb_utils.Logger.log_info(f"{instance}: ONNX Runtime {ort.__version__} CUDAExecutionProvider on GPU {device}")
+    return session
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -32,7 +58,7 @@ class TritonPythonModel:
         opts.intra_op_num_threads = int(params.get("intra_op_threads", "1"))
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+        self.session = _session(model_path, opts, args)
         self.inputs = {i["name"]: [int(d) for d in i["dims"]] for i in config["input"]}
         self.output_names = [o["name"] for o in config["output"]]
         # tensor names and the optional inputs' defaults: written by gatta-export

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .onnx_graph import export_onnx
-from .signature import signature_for
-from .verify import ort_session
+from gatta.contract import IMAGE
+from gatta.export.onnx_graph import export_onnx
+from gatta.export.signature import signature_for
+from gatta.export.verify import ort_session
 
 
 def stage_macs(model) -> list[int]:
@@ -77,7 +78,7 @@ def in_process_table(model, threads: int = 2, seconds: float = 2.0, batches=(1, 
     for batch in batches:
         x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
         xt = torch.from_numpy(x)
-        fns = {name: (lambda s=s: s.run(None, {"image": x})) for name, s in sessions.items()}
+        fns = {name: (lambda s=s: s.run(None, {IMAGE: x})) for name, s in sessions.items()}
 
         def eager_base():
             with torch.no_grad():
@@ -106,7 +107,7 @@ def profile_ops(path: Path, size: int, threads: int, batch: int = 64) -> dict[st
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
     for _ in range(20):
-        session.run(None, {"image": x})
+        session.run(None, {IMAGE: x})
     events = json.loads(Path(session.end_profiling()).read_text())
     by_op: dict[str, float] = {}
     for e in events:

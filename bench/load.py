@@ -1,48 +1,42 @@
-"""A closed-loop load generator: ``concurrency`` loops each send requests back to back."""
+"""A closed-loop load generator: ``concurrency`` loops each send requests back to back
+through the public :class:`gatta.client.GattaClient` API."""
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 
 import numpy as np
+from PIL import Image
 
-from .client import GattaClient
+from gatta.client import GattaClient
 
 
-def _encoded_request(client: GattaClient, blobs: list[bytes]):
-    """One request to the ``<model>_encoded`` ensemble: PNG/JPEG bytes decoded server-side."""
-    m = client._module
-    tensor = m.InferInput("image_bytes", [len(blobs), 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[b] for b in blobs], dtype=object))
-    outputs = [m.InferRequestedOutput("probs")]
-
-    def send():
-        return client._call("inference", "infer", f"{client.model}_encoded", [tensor], outputs=outputs)
-    return send
+def _png_bytes(images: np.ndarray) -> list[bytes]:
+    blobs = []
+    for img in images:
+        buf = io.BytesIO()
+        Image.fromarray((img.transpose(1, 2, 0) * 255).astype(np.uint8)).save(buf, "PNG")
+        blobs.append(buf.getvalue())
+    return blobs
 
 
 def run_bench(url: str, protocol: str, model: str, concurrency: int, batch_size: int, n_requests: int,
               maps: bool = True, timeout: float = 60.0, seed: int = 0, encoded: bool = False) -> dict:
-    """``encoded``: send PNG bytes to the preprocessing ensemble instead of tensors."""
-    import io
-
-    from PIL import Image
-
+    """Throughput and latency percentiles. ``encoded``: send PNG bytes to the preprocessing
+    ensemble instead of tensors."""
     client = GattaClient(url, protocol, model, timeout=timeout)
     size = client.info.image_size
     images = np.random.default_rng(seed).random((batch_size, 3, size, size), dtype=np.float32)
-    mask, bias = client.lesion_mask(None), client.query_bias(None)
     if encoded:
-        blobs = []
-        for img in images:
-            buf = io.BytesIO()
-            Image.fromarray((img.transpose(1, 2, 0) * 255).astype(np.uint8)).save(buf, "PNG")
-            blobs.append(buf.getvalue())
-        send = _encoded_request(client, blobs)
+        blobs = _png_bytes(images)
+
+        def send():
+            return client.infer_encoded(blobs)
     else:
         def send():
-            return client._infer(images, mask, bias, maps)
+            return client.infer(images, maps=maps)
     send()  # warm-up, also checks the model answers
     latencies: list[float] = []
     failures = [0]

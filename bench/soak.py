@@ -1,5 +1,8 @@
 """Load from several client processes: every response matched to its request id and checked
-against in-process ONNX Runtime results. Used by `make soak` and (short) by the tests."""
+against in-process ONNX Runtime results. Used by `make soak` and (short) by the tests.
+
+Talks to Triton with tritonclient directly rather than through GattaClient: it sets and checks
+a request id per request, which the classification API has no reason to expose."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import threading
 import time
 
 import numpy as np
+
+from gatta import contract
 
 
 def _worker(url: str, protocol: str, model: str, images: np.ndarray, expected: np.ndarray, lesion: np.ndarray,
@@ -30,13 +35,13 @@ def _worker(url: str, protocol: str, model: str, images: np.ndarray, expected: n
             k = (worker * 7919 + i) % len(images)
             request_id = f"w{worker}-r{i}-img{k}"
             tensors = []  # query_bias left out: optional in the python flavour, default zeros
-            for name, arr in (("image", images[k : k + 1]), ("lesion_mask", lesion[None])):
-                t = module.InferInput(name, list(arr.shape), "FP32")
+            for name, arr in ((contract.IMAGE, images[k : k + 1]), (contract.LESION_MASK, lesion[None])):
+                t = module.InferInput(name, list(arr.shape), contract.DTYPE)
                 t.set_data_from_numpy(arr)
                 tensors.append(t)
             try:
                 result = client.infer(model, tensors, request_id=request_id,
-                                      outputs=[module.InferRequestedOutput("probs")])
+                                      outputs=[module.InferRequestedOutput(contract.PROBS)])
             except Exception as exc:  # counted, never fatal
                 with lock:
                     counts["failed"] += 1
@@ -44,7 +49,7 @@ def _worker(url: str, protocol: str, model: str, images: np.ndarray, expected: n
                         counts["errors"].append(str(exc)[:200])
                 continue
             got_id = result.get_response(as_json=True)["id"] if protocol == "grpc" else result.get_response()["id"]
-            probs = result.as_numpy("probs")
+            probs = result.as_numpy(contract.PROBS)
             with lock:
                 if got_id != request_id:
                     counts["wrong_id"] += 1

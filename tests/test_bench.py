@@ -1,0 +1,91 @@
+"""The benchmark's arithmetic: interleaving order, per-round ratios, spreads, busy detection,
+and the performance page rendering exactly what its JSON holds."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gatta.bench.interleaved import Window, interleave, is_busy, latency_overhead, machine_load, ratios
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_rounds_alternate_order_and_ratios_are_per_round():
+    calls = []
+    rates = {"a": iter([100, 50, 80]), "b": iter([50, 50, 20])}  # round 3: both slow, a 4x b
+
+    def row(name):
+        def measure():
+            calls.append(name)
+            return Window(next(rates[name]), 1.0, [1.0 if name == "a" else 3.0])
+        return measure
+
+    windows = interleave({"a": row("a"), "b": row("b")}, rounds=3)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    r = ratios(windows, "a", "b")
+    assert (r["median"], r["min"], r["max"], r["n"]) == (2.0, 1.0, 4.0, 3)
+    assert latency_overhead(windows, "b", "a")["median"] == 2.0
+
+
+def test_busy_machine_is_detected():
+    quiet = {"loadavg": [0.1, 0.1, 0.1], "cores": 2, "others_cpu_percent": 2.0}
+    assert not is_busy(quiet)
+    assert is_busy({**quiet, "loadavg": [1.5, 0.2, 0.1]})
+    assert is_busy({**quiet, "others_cpu_percent": 60.0})
+
+
+def test_machine_load_sees_a_busy_process_outside_the_run():
+    # started through a shell that exits at once, so the spinner is not this run's child
+    out = subprocess.run(["sh", "-c", f"{sys.executable} -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
+                         capture_output=True, text=True, check=True)
+    pid = int(out.stdout.strip())
+    try:
+        load = machine_load(sample_s=0.5)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    assert load["others_cpu_percent"] > 50 and load["cores"] >= 1 and len(load["loadavg"]) == 3
+    assert any(f"({pid})" in b for b in load["busiest"])
+
+
+@pytest.fixture
+def fake_result():
+    s = lambda m, lo, hi: {"median": m, "min": lo, "max": hi, "n": 5}  # noqa: E731
+    cfg = {"b16_c8": s(6200, 6000, 6400), "ratio_b16_c8": s(0.91, 0.88, 0.93), "b1_p50_ms": s(0.6, 0.58, 0.65),
+           "b1_overhead_ms": s(0.4, 0.35, 0.45),
+           "cpu_ms_per_image": {"client": 0.05, "tritonserver": 0.02, "python stubs": 0.25}}
+    load = {"loadavg": [0.1, 0.2, 0.3], "cores": 2, "others_cpu_percent": 1.0, "busiest": []}
+    return {"machine": "test machine", "date": "2026-01-01 00:00 UTC", "rounds": 5, "seconds": 3.0,
+            "load_start": load, "load_end": load, "busy": False,
+            "in_process": {"b16": s(6800, 6500, 7000), "b1_p50_ms": s(0.2, 0.19, 0.21),
+                           "cpu_ms_per_image": {"in-process": 0.29}},
+            "configs": {"default": cfg}}
+
+
+def test_performance_page_renders_its_json(tmp_path, fake_result):
+    (tmp_path / "r.json").write_text(json.dumps(fake_result))
+    out = tmp_path / "performance.md"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_serving.py"), "--from-json",
+                        str(tmp_path / "r.json"), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-1000:]
+    text = out.read_text()
+    assert "| default | 6,200 [6,000-6,400] | 6,800 [6,500-7,000] | 0.91 [0.88-0.93] |" in text
+    assert "| default | 0.600 [0.580-0.650] | +0.400 [+0.350-+0.450] |" in text
+    assert "| default | 0.050 | 0.020 | 0.250 | 0.320 | 6,250 |" in text  # 2 cores / 0.32 ms
+    assert "WARNING" not in text
+    (tmp_path / "r.json").write_text(json.dumps({**fake_result, "busy": True}))
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_serving.py"), "--from-json",
+                    str(tmp_path / "r.json"), "--out", str(out)], check=True, capture_output=True)
+    assert "WARNING: the machine was busy" in out.read_text()
+
+
+def test_published_performance_page_is_its_json_rendered(tmp_path):
+    """docs/performance.md is generated: it must be exactly what its JSON renders to."""
+    out = tmp_path / "performance.md"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_serving.py"), "--from-json",
+                    str(ROOT / "docs" / "performance.json"), "--out", str(out)], check=True, capture_output=True)
+    assert out.read_text() == (ROOT / "docs" / "performance.md").read_text()
