@@ -211,7 +211,7 @@ def bench(url, protocol, model, timeout, metrics_port, concurrency, batch_size, 
 @connection_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address of the viewer (0.0.0.0 exposes it).")
 @click.option("--port", default=7860, show_default=True, help="Port of the viewer page.")
-def view(url, protocol, model, timeout, metrics_port, host, port):
+def view(url, protocol, model, timeout, host, port):
     """Open a browser viewer: drop an image, see the prediction and its gatta maps, switch
     attention per layer, add a top-down prior. Needs the [view] extra.
 
@@ -228,7 +228,7 @@ def view(url, protocol, model, timeout, metrics_port, host, port):
         raise click.ClickException(str(exc)) from None
     from .viewer import serve
 
-    client = connect(url, protocol, model, timeout, metrics_port)
+    client = connect(url, protocol, model, timeout)
     click.echo(f"gatta viewer for '{client.info.name}' at {client.url}: open http://{host}:{port}/ (Ctrl-C stops)")
     serve(client, host, port)
 
