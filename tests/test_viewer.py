@@ -209,3 +209,15 @@ def test_view_command_without_a_server_is_one_line():
 
     r = CliRunner().invoke(client_cli, ["view", "--url", "127.0.0.1:9", "--port", "0"])
     assert r.exit_code == 1 and "cannot reach Triton at 127.0.0.1:9" in r.output and r.output.count("\n") == 1
+
+
+def test_viewer_over_grpc_answers_as_over_http(triton, viewer, pictures):
+    good = (pictures / "good.png").read_bytes()
+    client = GattaClient(triton.grpc_url, "grpc")
+    with Viewer(client) as v:
+        status, data = _post(v.url, good, lesion="cc.dd", prior="class_1", strength="0.5")
+    client.close()
+    assert status == 200
+    reference = _post(viewer[0].url, good, lesion="cc.dd", prior="class_1", strength="0.5")[1]
+    assert data["on"]["label"] == reference["on"]["label"] and data["lesion"] == "cc.dd"
+    assert all(abs(data["probs"][c] - reference["probs"][c]) <= 1e-6 for c in data["probs"])
