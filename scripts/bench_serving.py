@@ -236,7 +236,12 @@ def render(result: dict) -> str:
     ipc = ip["cpu_ms_per_image"]["in-process"]
     lines += [f"| in-process ONNX Runtime | - | - | - | {ipc:.3f} | {cores * 1e3 / ipc:,.0f} |", "",
               "The ceiling is what the cores could do if they did nothing but this work: on one machine the load "
-              "generator's CPU is spent on the same cores as the server's.", ""]
+              "generator's CPU is spent on the same cores as the server's.", "",
+              "## GPU rows", "",
+              "Empty: no GPU machine has run these yet (the development machines have none). On one, "
+              "`pytest -m requires_cuda` checks the GPU path; then compare in-process ONNX Runtime (CUDA provider) "
+              "with Triton serving the shipped python flavour (`gatta-export --flavor python --device gpu`, "
+              "onnxruntime-gpu, KIND_GPU) at batch 1, 16 and 64.", ""]
     return "\n".join(lines)
 
 
