@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/cifar10-train-jpg.tar.gz
 MODEL  ?= models/cifar10-toy-d16.pt
 
-.PHONY: install demo test bench soak report train-default clean
+.PHONY: install demo view test bench soak report train-default clean
 
 install: $(VENV)/.installed
 
@@ -18,10 +18,17 @@ $(VENV)/.installed: pyproject.toml
 	# Debian's prometheus: the monitoring test scrapes a real tritonserver with it
 	command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	# Debian's chromium: the viewer test drives it with Playwright (never `playwright install`)
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 	touch $@
 
 demo: install
 	$(BIN)/python scripts/demo.py --model $(MODEL) --images samples --out out/demo
+
+# The browser viewer on the bundled model: tritonserver + `gatta-client view` on http://127.0.0.1:7860/
+view: install
+	$(BIN)/python scripts/view.py --model $(MODEL)
 
 test: install
 	$(BIN)/pytest -q

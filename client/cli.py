@@ -65,7 +65,7 @@ def main():
 @click.option("--prior", default=None, help="Top-down attention: bias the global query towards this class.")
 @click.option("--prior-strength", default=0.3, show_default=True, help="How far to move the global query towards --prior.")
 @click.option("--maps", "maps_dir", type=click.Path(path_type=Path), default=None,
-              help="Write one Figure-3-style PNG per image (image + gatta map per layer) here.")
+              help="Write one Figure-3-style PNG per image (image + alpha*gatta map per layer) and its raw maps (.npz) here.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image per line on stdout.")
 @click.option("--output", type=click.Path(path_type=Path), default=None, help="Append JSONL results to this file.")
 @click.option("--resume", is_flag=True, help="Skip images already classified in --output.")
@@ -93,6 +93,10 @@ def classify(inputs, url, protocol, model, timeout, metrics_port, top_k, lesion,
     serve_metrics(metrics_port)
     client = connect(url, protocol, model, timeout, prior_strength=prior_strength)
     want_maps = maps_dir is not None
+    if want_maps:
+        from .maps import MapWriter
+
+        writer = MapWriter(client.info)
     failures = ok = 0
     results = classify_files(client, paths, output, concurrency=concurrency, batch_size=batch_size,
                              top_k=top_k, lesion=lesion, maps=want_maps, prior=prior)
@@ -114,12 +118,12 @@ def classify(inputs, url, protocol, model, timeout, metrics_port, top_k, lesion,
                 continue
             ok += 1
             if want_maps:
-                from .maps import maps_figure
-
-                maps_figure(result, client.info, path, maps_dir / f"{Path(result.source).stem}.png")
+                writer.write(result, path, maps_dir / f"{Path(result.source).stem}.png")
     except (ClientError, LesionError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
+        if want_maps:
+            writer.close()
         results.close()  # closes the JSONL file
         client.close()
     if failures:
@@ -201,6 +205,32 @@ def bench(url, protocol, model, timeout, metrics_port, concurrency, batch_size, 
                f"{report['images_per_s']:.1f} img/s, {report['requests_per_s']:.1f} req/s, "
                f"p50 {report['p50_ms']:.2f} ms, p90 {report['p90_ms']:.2f} ms, p99 {report['p99_ms']:.2f} ms, "
                f"{report['failures']} failures")
+
+
+@main.command()
+@connection_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address of the viewer (0.0.0.0 exposes it).")
+@click.option("--port", default=7860, show_default=True, help="Port of the viewer page.")
+def view(url, protocol, model, timeout, host, port):
+    """Open a browser viewer: drop an image, see the prediction and its gatta maps, switch
+    attention per layer, add a top-down prior. Needs the [view] extra.
+
+    \b
+    Example:
+      gatta-client view --url localhost:8000      # then open http://127.0.0.1:7860/
+    """
+    from gatta.extras import MissingExtraError, require
+
+    try:
+        require("starlette", "view")
+        require("uvicorn", "view")
+    except MissingExtraError as exc:
+        raise click.ClickException(str(exc)) from None
+    from .viewer import serve
+
+    client = connect(url, protocol, model, timeout)
+    click.echo(f"gatta viewer for '{client.info.name}' at {client.url}: open http://{host}:{port}/ (Ctrl-C stops)")
+    serve(client, host, port)
 
 
 if __name__ == "__main__":

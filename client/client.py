@@ -172,7 +172,7 @@ class GattaClient:
         raises LesionError."""
         return self.info.lesion_mask(lesion)
 
-    def query_bias(self, prior: str | int | None) -> np.ndarray:
+    def query_bias(self, prior: str | int | None, strength: float | None = None) -> np.ndarray:
         """Top-down attention towards a class: add strength * dir_c / |dir_c|^2 to q_avg, where
         dir_c (exported with the model) is the logits layer's key for class c signed so that
         the change amplifies class c's logit. On the shipped CIFAR-10 model, strength 0.3
@@ -190,7 +190,8 @@ class GattaClient:
                 raise ClientError(f"class index {index} out of range 0..{len(labels) - 1}")
         if self.info.class_keys is None:
             raise ClientError("this model exports no class key directions (baseline export?)")
-        return contract.prior_bias(self.info.class_keys, index, self.prior_strength)
+        strength = self.prior_strength if strength is None else strength
+        return contract.prior_bias(self.info.class_keys, index, strength)
 
     def _request(self, images: np.ndarray, mask: np.ndarray, bias: np.ndarray, maps: bool) -> PreparedRequest:
         m = self._module
@@ -247,13 +248,14 @@ class GattaClient:
         return {n: result.as_numpy(n) for n in outputs}
 
     def classify(self, images: Sequence[ImageLike] | ImageLike, top_k: int = 5, lesion=None, maps: bool = True,
-                 prior: str | int | None = None, sources: Sequence[str] | None = None) -> list[Classification]:
+                 prior: str | int | None = None, sources: Sequence[str] | None = None,
+                 prior_strength: float | None = None) -> list[Classification]:
         """Classify images (paths, bytes, PIL images or arrays), batched to the server's
-        max batch size. A bad image gets a result with ``error`` set; the others go on."""
-
+        max batch size. A bad image gets a result with ``error`` set; the others go on.
+        ``prior_strength`` overrides the client's for this call."""
         if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
             images = [images]
-        mask, bias = self.lesion_mask(lesion), self.query_bias(prior)
+        mask, bias = self.lesion_mask(lesion), self.query_bias(prior, prior_strength)
         lesion_text = format_lesion(mask, self.info.kinds) if lesion is not None else None
         results: list[Classification] = []
         loaded: list[tuple[int, np.ndarray]] = []

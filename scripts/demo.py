@@ -1,5 +1,6 @@
 """The end-to-end demo behind `make demo`: serve the bundled model with Triton, classify the
-sample images through the client, print predictions, write gatta-map figures, stop."""
+sample images through the client, print predictions, write gatta-map figures, stop, and print
+the command that opens the browser viewer on the same model."""
 
 from __future__ import annotations
 
@@ -41,8 +42,10 @@ def main():
             lesioned = client.classify(paths, lesion=".....")
             changed = sum(a.label != b.label for a, b in zip(results, lesioned))
             print(f"with attention switched off (lesion '.....'): {changed} of {len(paths)} predictions change")
-        print(f"gatta-map figures: {args.out}/*.png")
+        print(f"gatta-map figures: {args.out}/*.png (raw maps beside them as .npz)")
     print(f"server stopped; demo took {time.time() - t0:.1f} s")
+    print("\nsee it in a browser: make view    (then open http://127.0.0.1:7860/; Ctrl-C stops)\n"
+          "  the same by hand: gatta-serve & gatta-client view --url localhost:8000")
 
 
 if __name__ == "__main__":

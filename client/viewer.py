@@ -1,0 +1,183 @@
+"""``gatta-client view``: a browser viewer for a served gattanet model.
+
+One origin serves the page (``client/static/``, no CDN, fonts or analytics) and the small JSON
+API it calls; the API talks to Triton through :class:`GattaClient`, so the browser never needs
+CORS from Triton. Starlette + uvicorn (the ``[view]`` extra): a few hundred kilobytes of pure
+Python that runs offline, where Gradio would bring a large front-end bundle and phone home.
+
+    GET  /api/info                      model, classes, attached layers (paper notation)
+    POST /api/classify?lesion=c.cdd&prior=cat&strength=0.3&top_k=5   body: the image's bytes
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gatta.lesion import LesionError, full_pattern
+
+from . import maps
+from .client import ClientError, GattaClient
+from .images import ImageError, load_image
+
+STATIC = Path(__file__).parent / "static"
+MAX_UPLOAD = 20_000_000  # bytes, as the server-side decoder of encoded images
+
+
+def _png(img) -> str:
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def model_info(client: GattaClient) -> dict:
+    i = client.info
+    return {"name": i.name, "flavour": i.flavour, "image_size": i.image_size, "labels": i.labels,
+            "pattern": i.full_pattern, "baseline": i.baseline, "has_prior": i.class_keys is not None,
+            "prior_strength": client.prior_strength, "quantity": maps.label_for(i.layers),
+            "layers": [{"name": l.name, "kind": l.kind, "letter": full_pattern([l.kind]), "shape": l.shape,
+                        "alpha": l.alpha} for l in i.layers]}
+
+
+def _summary(result, top_k: int) -> dict:
+    return {"label": result.label, "index": result.index, "prob": result.prob,
+            "top_k": [{"label": l, "prob": p} for l, p in result.top_k[:top_k]]}
+
+
+def classify(client: GattaClient, data: bytes, lesion: str | None, prior: str | None, strength: float,
+             top_k: int = 5) -> dict:
+    """Everything the page shows for one image and one setting of the controls; raises
+    ImageError / LesionError / ClientError with a one-line reason."""
+    info = client.info
+    image = load_image(data, info.image_size)  # decoded once; both requests reuse the array
+    start = time.perf_counter()
+    n = len(info.labels)
+    on = client.classify([image], top_k=n, lesion=lesion, prior=prior, prior_strength=strength)[0]
+    off = client.classify([image], top_k=n, lesion="." * len(info.layers), maps=False)[0]
+    infer_ms = (time.perf_counter() - start) * 1e3
+    for r in (on, off):
+        if not r.ok:
+            raise ClientError(r.error)
+    probs, probs_off = dict(on.top_k), dict(off.top_k)
+    limit = maps.shared_limit(on, info) if on.gatta else 1.0
+    layers = []
+    for layer in info.layers if on.gatta else []:
+        values = maps.modulation(layer, on.gatta[layer.name])
+        entry = {"name": layer.name, "kind": layer.kind, "alpha": layer.alpha,
+                 "min": float(values.min()), "max": float(values.max())}
+        if layer.kind == "conv":
+            entry["map"] = _png(maps.conv_image(values, limit))
+        else:
+            entry["bars"] = _png(maps.layer_bars(layer, values, on, info, width=192, height=120))
+            entry["values"] = [round(float(v), 6) for v in values]
+        layers.append(entry)
+    bar = maps.colour_bar(limit, height=160, label=f"conv {maps.label_for(info.layers)}")
+    return {"on": _summary(on, top_k), "off": _summary(off, top_k), "probs": probs, "probs_off": probs_off,
+            "lesion": on.lesion or info.full_pattern, "prior": prior, "strength": strength,
+            "input": _png(maps.input_image(image)), "limit": limit, "colour_bar": _png(bar),
+            "layers": layers, "infer_ms": round(infer_ms, 2)}
+
+
+def create_app(client: GattaClient):
+    """The Starlette application: the static page and its API, bound to one GattaClient."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import FileResponse, JSONResponse
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    async def index(request):
+        return FileResponse(STATIC / "index.html")
+
+    async def info(request):
+        return JSONResponse(model_info(client))
+
+    async def classify_endpoint(request):
+        q = request.query_params
+        try:
+            strength = float(q.get("strength", client.prior_strength))
+            top_k = int(q.get("top_k", 5))
+        except ValueError:
+            return error(400, "strength must be a number and top_k an integer")
+        if not np.isfinite(strength):
+            return error(400, "strength must be finite")
+        prior = q.get("prior") or None
+        if prior is not None and prior not in client.info.labels:
+            return error(400, f"unknown class {prior!r} for the prior")
+        if prior is not None and client.info.class_keys is None:
+            return error(400, "this model exports no class key directions, so no prior (baseline export?)")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_UPLOAD:
+                return error(413, f"image over {MAX_UPLOAD // 10**6} MB; send a smaller file")
+        try:
+            result = await run_in_threadpool(classify, client, bytes(body), q.get("lesion") or None,
+                                             prior, strength, top_k)
+        except ImageError as exc:
+            return error(400, f"not a usable image: {exc}")
+        except LesionError as exc:
+            return error(400, str(exc))
+        except ClientError as exc:  # Triton down or refusing: the viewer stays up and says so
+            return error(502, str(exc))
+        return JSONResponse(result)
+
+    return Starlette(routes=[
+        Route("/", index),
+        Route("/api/info", info),
+        Route("/api/classify", classify_endpoint, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC)),
+    ])
+
+
+class Viewer:
+    """The viewer on a uvicorn server in a background thread (tests, scripts); ``port=0``
+    picks a free one. ``gatta-client view`` runs the same app in the foreground."""
+
+    def __init__(self, client: GattaClient, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        self.host, self.port = host, self._socket.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        config = uvicorn.Config(create_app(client), log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+
+    def start(self, wait: float = 30.0) -> "Viewer":
+        self._thread.start()
+        deadline = time.monotonic() + wait
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"viewer did not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+        self._socket.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def serve(client: GattaClient, host: str = "127.0.0.1", port: int = 7860) -> None:
+    """Run the viewer in the foreground until Ctrl-C."""
+    import uvicorn
+
+    uvicorn.run(create_app(client), host=host, port=port, log_level="warning")

@@ -1,0 +1,223 @@
+"""The maps renderer, and `gatta-client view` (its API and the page in a real Chromium) against
+the real tritonserver fixture."""
+
+import io
+import json
+import shutil
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gatta.client import GattaClient
+from gatta.client import maps
+from gatta.client.results import Classification, LayerInfo, ModelInfo
+from gatta.client.viewer import Viewer
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu"]
+
+
+def _toy_result():
+    layers = [LayerInfo("conv1", "conv", [8, 8], 2.0), LayerInfo("conv2", "conv", [4, 4], -1.0),
+              LayerInfo("logits", "dense", [3], 1.0)]
+    info = ModelInfo(image_size=8, d=4, labels=["a", "b", "c"], layers=layers, name="toy", flavour="python")
+    conv1 = np.zeros((8, 8), np.float32)
+    conv1[:4] = 0.5  # alpha 2: top half +1, the largest |alpha * gatta| of all conv maps
+    conv2 = np.full((4, 4), 0.5, np.float32)  # alpha -1: -0.5 everywhere
+    result = Classification("x", label="b", index=1, prob=0.7, q_avg=np.arange(4, dtype=np.float32),
+                            gatta={"conv1": conv1, "conv2": conv2, "logits": np.array([0.1, -0.2, 0.3], np.float32)})
+    return result, info
+
+
+def test_colour_scale_is_symmetric_rdbu():
+    lut = maps.colourise(np.array([-2.0, -1.0, 0.0, 1.0, 2.0]), 1.0)
+    assert lut[1].tolist() == [5, 48, 97] and lut[3].tolist() == [103, 0, 31]  # ends of RdBu_r
+    assert (lut[0] == lut[1]).all() and (lut[4] == lut[3]).all()  # clipped beyond the limit
+    assert np.abs(lut[2].astype(int) - 247).max() <= 4  # zero is (near) white
+
+
+def test_figure_shows_alpha_times_gatta_on_one_shared_scale(tmp_path):
+    result, info = _toy_result()
+    assert maps.shared_limit(result, info) == pytest.approx(1.0)
+    image = np.full((3, 8, 8), 0.5, np.float32)
+    png = maps.maps_figure(result, info, image, tmp_path / "x.png")
+    fig = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    P, pad, title = maps.PANEL, 8, 16
+    grey = 128 * (1 - maps.OVERLAY)
+
+    def pixel(panel, fx, fy):  # a pixel at fractions of panel `panel` (0 = the input image)
+        return fig[title + int(fy * P), pad + panel * (P + pad) + int(fx * P)]
+
+    top, bottom = pixel(1, 0.5, 0.25), pixel(1, 0.5, 0.75)
+    assert np.abs(top - (maps.OVERLAY * np.array([103, 0, 31]) + grey)).max() <= 2  # +1 = the scale's red end
+    assert np.abs(bottom - (maps.OVERLAY * 247 + grey)).max() <= 4  # 0 = white
+    blue = maps.OVERLAY * maps.colourise(np.array([-0.5]), 1.0)[0] + grey  # conv2: alpha -1 turns +0.5 into -0.5
+    assert np.abs(pixel(2, 0.5, 0.5) - blue).max() <= 2
+    npz = np.load(tmp_path / "x.npz")
+    assert sorted(npz.files) == ["alpha_conv1", "alpha_conv2", "alpha_logits", "gatta_conv1", "gatta_conv2",
+                                 "gatta_logits", "q_avg"]
+    assert np.array_equal(npz["gatta_conv1"], result.gatta["conv1"]) and float(npz["alpha_conv2"]) == -1.0
+
+
+@pytest.fixture(scope="module")
+def viewer(triton):
+    client = GattaClient(triton.http_url)
+    with Viewer(client) as v:
+        yield v, client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("viewer")
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / "good.png")
+    (folder / "notes.txt").write_text("hello, I am text")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" + bytes(200))
+    Image.new("L", (9000, 9000)).save(folder / "huge.png")  # 81 Mpixel in a ~80 kB file
+    return folder
+
+
+def _post(viewer_url, data: bytes, **params):
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    request = urllib.request.Request(f"{viewer_url}/api/classify?{query}", data=data, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_api_matches_the_client_and_refuses_bad_input_in_one_line(viewer, pictures, triton):
+    v, client = viewer
+    good = (pictures / "good.png").read_bytes()
+    status, data = _post(v.url, good, lesion="c.cdd")
+    ref, off = client.classify([good], lesion="c.cdd")[0], client.classify([good], lesion=".....")[0]
+    assert status == 200 and data["on"]["label"] == ref.label and data["lesion"] == "c.cdd"
+    assert abs(data["on"]["prob"] - ref.prob) <= 1e-6 and abs(data["off"]["prob"] - off.prob) <= 1e-6
+    assert [l["name"] for l in data["layers"]] == ["conv1", "conv2", "conv3", "dense1", "logits"]
+    alpha = client.info.layers[3].alpha
+    assert np.abs(np.array(data["layers"][3]["values"]) - alpha * ref.gatta["dense1"]).max() <= 1e-5
+    bad = {
+        "notes.txt": (400, "not a usable image: cannot decode image (not an image)"),
+        "corrupt.jpg": (400, "not a usable image: cannot decode image"),
+        "huge.png": (400, "not a usable image: "),
+    }
+    for name, (code, message) in bad.items():
+        status, data = _post(v.url, (pictures / name).read_bytes())
+        assert status == code and data["error"].startswith(message) and "\n" not in data["error"], name
+    assert "40,000,000" in _post(v.url, (pictures / "huge.png").read_bytes())[1]["error"]  # the pixel limit
+    assert _post(v.url, b"\x89PNG" + bytes(21 * 2**20)) == (413, {"error": "image over 20 MB; send a smaller file"})
+    assert _post(v.url, good, prior="zebra") == (400, {"error": "unknown class 'zebra' for the prior"})
+    assert _post(v.url, good, lesion="cc")[0] == 400
+    assert _post(v.url, good)[0] == 200 and client.health() == {"live": True, "ready": True, "model_ready": True}
+
+
+@pytest.fixture(scope="module")
+def page(viewer):
+    from playwright.sync_api import sync_playwright
+
+    if not shutil.which(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: `make install` installs Debian's chromium for this test")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.requests = []
+        page.on("request", lambda r: page.requests.append(r.url))
+        page.goto(viewer[0].url + "/")
+        page.wait_for_selector("#toggles input")
+        yield page
+        browser.close()
+
+
+def _settle(page, before: int) -> None:
+    """Wait until the page has answered one more classification than ``before``."""
+    page.wait_for_function(f"Number(document.body.dataset.done) > {before} && document.body.dataset.pending === '0'")
+
+
+def _act(page, action) -> None:
+    before = int(page.get_attribute("body", "data-done"))
+    action()
+    _settle(page, before)
+
+
+def test_page_shows_the_model_prediction_lesions_and_prior(page, viewer, pictures):
+    v, client = viewer
+    path = str(pictures / "good.png")
+    ref = client.classify([path])[0]
+    base = client.classify([path], lesion=".....")[0]
+    _act(page, lambda: page.set_input_files("#file", path))
+    assert page.text_content("#label") == ref.label and page.text_content("#prob") == f"{100 * ref.prob:.1f}%"
+    assert page.text_content("#off-label") == base.label
+    assert page.locator("#maps figure[data-layer]").count() == 5
+    assert page.text_content("#pattern") == "cccdd"
+
+    _act(page, lambda: page.click("#all-off"))
+    assert page.text_content("#pattern") == "....." and page.text_content("#shown-pattern") == "....."
+    assert page.text_content("#label") == base.label and page.text_content("#prob") == f"{100 * base.prob:.1f}%"
+    assert page.locator("#maps figure.off").count() == 5
+    _act(page, lambda: page.click("#all-on"))
+
+    # a prior towards the least likely class raises that class's probability
+    target = ref.top_k[-1][0]
+    _act(page, lambda: page.select_option("#prior", target))
+    at_default = float(page.get_attribute("#prior-prob", "data-value"))
+    assert at_default == pytest.approx(dict(client.classify([path], prior=target)[0].top_k)[target], abs=1e-6)
+    _act(page, lambda: page.eval_on_selector("#strength", "e => { e.value = 0; e.dispatchEvent(new Event('change')); }"))
+    at_zero = float(page.get_attribute("#prior-prob", "data-value"))
+    _act(page, lambda: page.eval_on_selector("#strength", "e => { e.value = 2; e.dispatchEvent(new Event('change')); }"))
+    at_two = float(page.get_attribute("#prior-prob", "data-value"))
+    assert at_zero == pytest.approx(dict(ref.top_k)[target], abs=1e-6)
+    assert at_two > at_default > at_zero
+
+    port = urlsplit(v.url).port
+    remote = [u for u in page.requests if not u.startswith("data:")
+              and (urlsplit(u).hostname, urlsplit(u).port) != ("127.0.0.1", port)]
+    assert remote == [] and len(page.requests) >= 8
+
+
+def test_page_reports_bad_input_and_keeps_working(page, viewer, pictures, triton):
+    v, client = viewer
+    for name, message in [("notes.txt", "cannot decode image (not an image)"), ("corrupt.jpg", "cannot decode image"),
+                          ("huge.png", "40,000,000")]:
+        _act(page, lambda: page.set_input_files("#file", str(pictures / name)))
+        assert page.is_visible("#error") and message in page.text_content("#error"), name
+        assert page.is_hidden("#result")
+    _act(page, lambda: page.set_input_files("#file", str(pictures / "good.png")))
+    assert page.is_hidden("#error") and page.text_content("#label") == client.classify([str(pictures / "good.png")])[0].label
+    assert client.health()["model_ready"]
+
+
+def test_triton_gone_is_a_502_with_one_line_and_the_viewer_stays(triton, pictures):
+    client = GattaClient(triton.http_url, retries=0)
+    with Viewer(client) as v:
+        client.url = "127.0.0.1:9"  # nothing listens there; the viewer's worker threads connect afresh
+        status, data = _post(v.url, (pictures / "good.png").read_bytes())
+        assert status == 502 and "cannot reach Triton at 127.0.0.1:9" in data["error"] and "\n" not in data["error"]
+        with urllib.request.urlopen(f"{v.url}/api/info", timeout=10) as r:
+            assert r.status == 200 and json.loads(r.read())["pattern"] == "cccdd"
+
+
+def test_view_command_without_a_server_is_one_line():
+    from click.testing import CliRunner
+
+    from gatta.client.cli import main as client_cli
+
+    r = CliRunner().invoke(client_cli, ["view", "--url", "127.0.0.1:9", "--port", "0"])
+    assert r.exit_code == 1 and "cannot reach Triton at 127.0.0.1:9" in r.output and r.output.count("\n") == 1
+
+
+def test_viewer_over_grpc_answers_as_over_http(triton, viewer, pictures):
+    good = (pictures / "good.png").read_bytes()
+    client = GattaClient(triton.grpc_url, "grpc")
+    with Viewer(client) as v:
+        status, data = _post(v.url, good, lesion="cc.dd", prior="class_1", strength="0.5")
+    client.close()
+    assert status == 200
+    reference = _post(viewer[0].url, good, lesion="cc.dd", prior="class_1", strength="0.5")[1]
+    assert data["on"]["label"] == reference["on"]["label"] and data["lesion"] == "cc.dd"
+    assert all(abs(data["probs"][c] - reference["probs"][c]) <= 1e-6 for c in data["probs"])
