@@ -82,11 +82,29 @@ def test_graph_runs_the_shared_prefix_once_and_uses_no_einsum(exported):
     assert ops["Einsum"] == 0
     # reshapes use the taps' static shapes and FP32 outputs are not re-cast: per-run node
     # overhead that batch 1 pays (one Cast of the [B, L] lesion mask remains)
-    assert ops["Shape"] == 0 and ops["Expand"] == 0 and ops["Cast"] <= 1
+    assert ops["Expand"] == 0 and ops["Cast"] <= 1
+    # the only Shape nodes: the second pass's pools read their modulated maps through
+    # Reshape(x, Shape(x)), so ONNX Runtime reorders to NCHWc after pooling (onnx_graph.py)
+    shapes = [n for n in graph.graph.node if n.op_type == "Shape"]
+    assert len(shapes) == 3 and all(n.name.endswith("MaxPool_input_shape") for n in shapes)
     assert [i.name for i in graph.graph.input] == ["image", "lesion_mask", "query_bias"]
     defaults = {i.name: onnx.numpy_helper.to_array(i) for i in graph.graph.initializer
                 if i.name in ("lesion_mask", "query_bias")}
     assert defaults["lesion_mask"].tolist() == [[1.0] * 5] and defaults["query_bias"].shape == (1, 8)
+
+
+def test_modulated_maps_are_pooled_before_the_layout_reorder(exported, tmp_path):
+    import onnxruntime as ort
+
+    root, _, _, _ = exported
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(root / "repo" / "python" / "gatta" / "1" / "model.onnx"), opts,
+                         providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimised.onnx")).graph.node)
+    # conv2 and conv3 read pooled maps reordered after pooling (3 before), none before the last pool
+    # (0 where ONNX Runtime has no NCHWc kernels for this CPU)
+    assert ops["ReorderInput"] <= 2, ops
 
 
 def test_optimisation_levels_agree(exported):
