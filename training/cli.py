@@ -24,7 +24,7 @@ from .evaluate import evaluation_table, run_evaluation  # noqa: E402
 from .model import GattaNet  # noqa: E402
 from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE  # noqa: E402
 from .runs import HeadOptions, RunOptions, checkpoint_and_images, finetune as finetune_run, train_backbone, train_head  # noqa: E402
-from .train import describe_device, dist_info, resolve_device  # noqa: E402
+from .train import dist_info, resolve_device  # noqa: E402
 
 
 def friendly_errors(fn):
@@ -49,17 +49,6 @@ def _device(ctx, param, value):
 
 DEVICE_OPTION = click.option(
     "--device", default="auto", show_default=True, callback=_device,
-    help="auto: the CUDA GPU when there is one, else the CPU; or cpu, cuda, cuda:1.")
-
-
-def _device_said(ctx, param, value):
-    device = _device(ctx, param, value)
-    click.echo(describe_device(device), err=True)  # stderr: --json keeps stdout one document
-    return device
-
-
-EVAL_DEVICE_OPTION = click.option(
-    "--device", default="auto", show_default=True, callback=_device_said,
     help="auto: the CUDA GPU when there is one, else the CPU; or cpu, cuda, cuda:1.")
 
 
@@ -181,7 +170,7 @@ def finetune(run, ckpt, what):
 @click.option("--data", required=True, help="Same dataset as training; the checkpoints' validation split is used.")
 @click.option("--noise", type=float, default=0.0, show_default=True, help="Gaussian noise sigma (pixel scale [0,1]).")
 @click.option("--batch-size", default=256, show_default=True)
-@EVAL_DEVICE_OPTION
+@DEVICE_OPTION
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--num-workers", default=2, show_default=True)
 @friendly_errors
@@ -205,7 +194,7 @@ def compare_cmd(entries, data, noise, batch_size, device, as_json, num_workers):
 @click.option("--noise", "noise", type=float, multiple=True, help="Gaussian noise sigma (pixel scale [0,1]); repeat for several.")
 @click.option("--lesion", "lesions", multiple=True, help="Lesion pattern like c.cdd; 'singles' = every single-layer lesion and single-layer-only pattern.")
 @click.option("--batch-size", default=256, show_default=True)
-@EVAL_DEVICE_OPTION
+@DEVICE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
 @click.option("--num-workers", default=2, show_default=True)
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
@@ -227,7 +216,7 @@ def eval_cmd(ckpt, data, split, noise, lesions, batch_size, device, as_json, num
 @click.option("--out", type=click.Path(path_type=Path), default=Path("docs/results"), show_default=True)
 @click.option("--noise", "noise", type=float, multiple=True, help="Noise levels [0 .01 .02 .03 .04 .05 .1 .25].")
 @click.option("--no-umap", is_flag=True, help="Skip the UMAP figure (umap-learn).")
-@EVAL_DEVICE_OPTION
+@DEVICE_OPTION
 @click.option("--num-workers", default=2, show_default=True)
 @friendly_errors
 def report(ckpt, data, out, noise, no_umap, device, num_workers):
