@@ -184,6 +184,7 @@ def compare_cmd(entries, data, noise, batch_size, device, as_json, num_workers):
     from .compare import compare_checkpoints, comparison_table
 
     report = compare_checkpoints(entries, data, noise, batch_size, device, num_workers)
+    report["device"] = device
     click.echo(json.dumps(report, indent=2) if as_json else comparison_table(report))
 
 
@@ -206,7 +207,7 @@ def eval_cmd(ckpt, data, split, noise, lesions, batch_size, device, as_json, num
     if iterations:
         model.config.iterations = iterations
     report = run_evaluation(model, dataset, indices, noise or (0.0,), lesions, batch_size, device)
-    report["checkpoint"], report["split"] = str(ckpt), split
+    report["checkpoint"], report["split"], report["device"] = str(ckpt), split, device
     click.echo(json.dumps(report, indent=2) if as_json else evaluation_table(report))
 
 
