@@ -44,9 +44,47 @@ def stage_macs(model) -> list[int]:
 
 
 def analytic_floor(model) -> tuple[float, float]:
-    """(floor, prefix share): two passes minus the shared prefix, relative to one pass."""
+    """(floor, prefix share): T+1 passes (T attention steps) minus the prefix that runs once,
+    relative to one pass; 1.92x for the toy model at T=1."""
     macs = stage_macs(model)
-    return (2 * sum(macs) - macs[0]) / sum(macs), macs[0] / sum(macs)
+    passes = model.config.iterations + 1
+    return (passes * sum(macs) - (passes - 1) * macs[0]) / sum(macs), macs[0] / sum(macs)
+
+
+def second_pass_rounds(models: dict, batch: int = 256, rounds: int = 10, seed: int = 0) -> dict:
+    """Time of each GAttANet graph over its baseline graph under ONNX Runtime's default session
+    options, per round (each round runs every graph once, order flipped every other round).
+    ``models``: label -> GattaNet; the baseline graph is the first model's backbone."""
+    import onnxruntime as ort
+
+    from .interleaved import spread
+
+    tmp = Path(tempfile.mkdtemp())
+    first = next(iter(models.values()))
+    paths = {"baseline": export_onnx(first, signature_for(first, baseline=True), tmp / "baseline.onnx")}
+    for label, model in models.items():
+        paths[label] = export_onnx(model, signature_for(model), tmp / f"{len(paths)}.onnx")
+    quiet = ort.SessionOptions()
+    quiet.log_severity_level = 3  # warnings only; every performance option stays default
+    sessions = {k: ort.InferenceSession(str(p), quiet, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
+    size = first.config.image_size
+    x = {IMAGE: np.random.default_rng(seed).random((batch, 3, size, size), dtype=np.float32)}
+    names = list(sessions)
+    for s in sessions.values():
+        s.run(None, x)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(rounds):
+        for k in names if r % 2 == 0 else reversed(names):
+            start = time.perf_counter()
+            sessions[k].run(None, x)
+            times[k].append(time.perf_counter() - start)
+    out = {"batch": batch, "rounds": rounds, "baseline_ms": spread([t * 1e3 for t in times["baseline"]]), "models": {}}
+    for label, model in models.items():
+        floor, _ = analytic_floor(model)
+        ratio = spread([g / b for g, b in zip(times[label], times["baseline"])])
+        out["models"][label] = {"iterations": model.config.iterations, "floor": floor, "ratio": ratio,
+                                "vs_floor": ratio["median"] / floor}
+    return out
 
 
 def measure(fns: dict, seconds: float, min_runs: int = 5) -> dict[str, float]:

@@ -35,6 +35,7 @@ import psutil
 from gatta import contract
 from gatta.bench.interleaved import (Window, interleave, is_busy, latency_overhead, machine_load, ratios,
                                      spread)
+from gatta.bench.graphs import second_pass_rounds
 from gatta.export.exporter import ExportOptions, export_checkpoint
 from gatta.serving.launcher import start_server
 from gatta.training.checkpoint import load_checkpoint
@@ -141,6 +142,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=3.0, help="per window")
     parser.add_argument("--configs", default="default,2x1,1x2",
                         help="served configurations: default (export defaults) and INSTANCESxTHREADS")
+    parser.add_argument("--steps-ckpt", type=Path, action="append", default=[],
+                        help="more checkpoints (e.g. a T=2 head on the same backbone) for the second-pass cost table")
     parser.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from an earlier run's JSON")
     args = parser.parse_args()
     if args.from_json:
@@ -173,10 +176,16 @@ def main():
     finally:
         for s in served.values():
             s.stop()
+    say("second-pass cost: GAttANet / baseline graphs in-process, batch 256 ...")
+    steps = {"shipped (T=1)": load_checkpoint(args.ckpt)[0]}
+    for extra in args.steps_ckpt:
+        m = load_checkpoint(extra)[0]
+        steps[f"{extra.name} (T={m.config.iterations})"] = m
+    second_pass = second_pass_rounds(steps, rounds=4 * args.rounds)
     load_end = machine_load()
     result = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "rounds": args.rounds, "seconds": args.seconds, "load_start": load_start, "load_end": load_end,
-              "busy": is_busy(load_start) or is_busy(load_end), "configs": {}}
+              "busy": is_busy(load_start) or is_busy(load_end), "configs": {}, "second_pass": second_pass}
     result["in_process"] = {"b16": spread([w.per_s for w in windows["in-process b16"]]),
                             "b1_p50_ms": spread([float(np.median(w.latencies_ms)) for w in windows["in-process b1"]]),
                             "cpu_ms_per_image": cpu_per_image(windows["in-process b16"])}
@@ -237,7 +246,18 @@ def render(result: dict) -> str:
     lines += [f"| in-process ONNX Runtime | - | - | - | {ipc:.3f} | {cores * 1e3 / ipc:,.0f} |", "",
               "The ceiling is what the cores could do if they did nothing but this work: on one machine the load "
               "generator's CPU is spent on the same cores as the server's.", "",
-              "## GPU rows", "",
+              ]
+    sp = result.get("second_pass")
+    if sp:
+        lines += ["## Cost of the second pass (in-process, ONNX Runtime defaults, batch 256)", "",
+                  f"{sp['rounds']} rounds, each running the baseline graph and every GAttANet graph once; baseline "
+                  f"{_range(sp['baseline_ms'], '{:.1f}')} ms a batch. Floor: T+1 passes minus the prefix (conv1) "
+                  "that runs once, from the multiply-adds.", "",
+                  "| model | GAttANet / baseline | analytic floor | median / floor |", "|---|---|---|---|"]
+        for label, m in sp["models"].items():
+            lines.append(f"| {label} | {_range(m['ratio'], '{:.2f}')}x | {m['floor']:.2f}x | {m['vs_floor']:.2f}x |")
+        lines.append("")
+    lines += ["## GPU rows", "",
               "Empty: no GPU machine has run these yet (the development machines have none). On one, "
               "`pytest -m requires_cuda` checks the GPU path; then compare in-process ONNX Runtime (CUDA provider) "
               "with Triton serving the shipped python flavour (`gatta-export --flavor python --device gpu`, "

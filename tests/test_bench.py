@@ -63,7 +63,10 @@ def fake_result():
             "load_start": load, "load_end": load, "busy": False,
             "in_process": {"b16": s(6800, 6500, 7000), "b1_p50_ms": s(0.2, 0.19, 0.21),
                            "cpu_ms_per_image": {"in-process": 0.29}},
-            "configs": {"default": cfg}}
+            "configs": {"default": cfg},
+            "second_pass": {"batch": 256, "rounds": 20, "baseline_ms": s(10.0, 9.5, 11.0),
+                            "models": {"shipped (T=1)": {"iterations": 1, "floor": 1.918, "ratio": s(2.1, 2.0, 2.3),
+                                                         "vs_floor": 2.1 / 1.918}}}}
 
 
 def test_performance_page_renders_its_json(tmp_path, fake_result):
@@ -77,6 +80,7 @@ def test_performance_page_renders_its_json(tmp_path, fake_result):
     assert "| default | 0.600 [0.580-0.650] | +0.400 [+0.350-+0.450] |" in text
     assert "| default | 0.050 | 0.020 | 0.250 | 0.320 | 6,250 |" in text  # 2 cores / 0.32 ms
     assert "WARNING" not in text
+    assert "| shipped (T=1) | 2.10 [2.00-2.30]x | 1.92x | 1.09x |" in text
     (tmp_path / "r.json").write_text(json.dumps({**fake_result, "busy": True}))
     subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_serving.py"), "--from-json",
                     str(tmp_path / "r.json"), "--out", str(out)], check=True, capture_output=True)
@@ -89,3 +93,25 @@ def test_published_performance_page_is_its_json_rendered(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_serving.py"), "--from-json",
                     str(ROOT / "docs" / "performance.json"), "--out", str(out)], check=True, capture_output=True)
     assert out.read_text() == (ROOT / "docs" / "performance.md").read_text()
+
+
+def test_analytic_floor_counts_every_pass():
+    from gatta.bench.graphs import analytic_floor
+    from gatta.training.config import GattaConfig
+    from gatta.training.model import GattaNet
+
+    one, prefix = analytic_floor(GattaNet(GattaConfig()))
+    two, _ = analytic_floor(GattaNet(GattaConfig(iterations=2)))
+    assert round(prefix, 3) == 0.082 and round(one, 3) == 1.918  # conv1 runs once
+    assert two == pytest.approx(3 - 2 * prefix)
+
+
+def test_second_pass_rounds_on_a_tiny_model():
+    from gatta.bench.graphs import second_pass_rounds
+
+    from helpers import make_model
+
+    out = second_pass_rounds({"t1": make_model(), "t2": make_model(iterations=2)}, batch=8, rounds=4)
+    assert out["rounds"] == 4 and out["models"]["t1"]["ratio"]["n"] == 4
+    assert out["models"]["t2"]["floor"] > out["models"]["t1"]["floor"] > 1.5
+    assert out["models"]["t1"]["ratio"]["median"] > 1.0  # a second pass is never free
