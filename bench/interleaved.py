@@ -17,7 +17,6 @@ from typing import Callable
 
 import psutil
 
-BUSY_LOADAVG = 0.5  # 1-minute load average (runnable processes) before the run
 BUSY_OTHERS_CPU = 10.0  # % of one core used by processes outside this run
 
 
@@ -50,7 +49,9 @@ def machine_load(sample_s: float = 1.0, exclude: set[int] | None = None) -> dict
 
 
 def is_busy(load: dict) -> bool:
-    return load["loadavg"][0] > BUSY_LOADAVG * load["cores"] or load["others_cpu_percent"] > BUSY_OTHERS_CPU
+    """Other processes used the CPU while we sampled. The load average is recorded but not
+    used here: it counts this run's own processes and lags a minute behind any earlier job."""
+    return load["others_cpu_percent"] > BUSY_OTHERS_CPU
 
 
 @dataclass

@@ -181,7 +181,7 @@ def main():
     for extra in args.steps_ckpt:
         m = load_checkpoint(extra)[0]
         steps[f"{extra.name} (T={m.config.iterations})"] = m
-    second_pass = second_pass_rounds(steps, rounds=4 * args.rounds)
+    second_pass = second_pass_rounds(steps, rounds=10 * args.rounds)
     load_end = machine_load()
     result = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "rounds": args.rounds, "seconds": args.seconds, "load_start": load_start, "load_end": load_end,
@@ -219,8 +219,10 @@ def render(result: dict) -> str:
              "taken within a round. Load generator: 8 (or 1) gRPC client threads in their own process, prepared "
              "requests, `probs` only. In-process: `onnxruntime.InferenceSession(model.onnx)` with default options "
              "(all cores), one caller.", "",
-             f"Machine load: before {ls['loadavg']} (1/5/15-min), other processes {ls['others_cpu_percent']}% CPU; "
-             f"after {le['loadavg']}, {le['others_cpu_percent']}%.", ""]
+             f"Machine load: before {ls['loadavg']} (1/5/15-min load average), other processes "
+             f"{ls['others_cpu_percent']}% CPU; after {le['loadavg']} (this run's own load included), other processes "
+             f"{le['others_cpu_percent']}%. The run counts as busy when other processes used more than 10% of a core "
+             "before or after it.", ""]
     if result["busy"]:
         lines += ["**WARNING: the machine was busy during this run; these figures are not comparable.**", ""]
     lines += ["## Throughput, batch 16, 8 concurrent gRPC requests", "",
