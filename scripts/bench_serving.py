@@ -181,7 +181,7 @@ def main():
     for extra in args.steps_ckpt:
         m = load_checkpoint(extra)[0]
         steps[f"{extra.name} (T={m.config.iterations})"] = m
-    second_pass = second_pass_rounds(steps, rounds=10 * args.rounds)
+    second_pass = second_pass_rounds(steps, rounds=4 * args.rounds)
     load_end = machine_load()
     result = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "rounds": args.rounds, "seconds": args.seconds, "load_start": load_start, "load_end": load_end,
@@ -252,7 +252,8 @@ def render(result: dict) -> str:
     sp = result.get("second_pass")
     if sp:
         lines += ["## Cost of the second pass (in-process, ONNX Runtime defaults, batch 256)", "",
-                  f"{sp['rounds']} rounds, each running the baseline graph and every GAttANet graph once; baseline "
+                  f"{sp['rounds']} rounds, each running the baseline graph and every GAttANet graph {sp.get('reps', 1)} "
+                  "times back to back (the median of those is the round's time); baseline "
                   f"{_range(sp['baseline_ms'], '{:.1f}')} ms a batch. Floor: T+1 passes minus the prefix (conv1) "
                   "that runs once, from the multiply-adds.", "",
                   "| model | GAttANet / baseline | analytic floor | median / floor |", "|---|---|---|---|"]
