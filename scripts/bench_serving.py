@@ -12,7 +12,7 @@ process used (load generator, tritonserver, python-backend stubs, in-process ONN
 accounted per image: on a 2-core machine client and server share the cores, and that sets the
 ceiling. The machine's load is recorded before and after; a busy machine is said out loud.
 
-    python scripts/bench_serving.py [--rounds 5] [--seconds 3] [--configs default,1x1,1x2]
+    python scripts/bench_serving.py [--rounds 5] [--seconds 3] [--configs default,1x1,2x1]
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def main():
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0, help="per window")
-    parser.add_argument("--configs", default="default,1x1,1x2",
+    parser.add_argument("--configs", default="default,1x1,2x1",
                         help="served configurations: default (export defaults) and INSTANCESxTHREADS")
     parser.add_argument("--steps-ckpt", type=Path, action="append", default=[],
                         help="more checkpoints (e.g. a T=2 head on the same backbone) for the second-pass cost table")

@@ -207,7 +207,7 @@ def test_cli_bad_input_leaves_nothing_behind(tmp_path):
 
 
 def test_instances_and_dynamic_batching_options(tmp_path):
-    from gatta.export.repository import MAX_AUTO_INSTANCES, export_cores, resolve_instances
+    from gatta.export.repository import CORES_PER_AUTO_INSTANCE, MAX_AUTO_INSTANCES, export_cores, resolve_instances
 
     ckpt = make_checkpoint(tmp_path / "m.pt", num_classes=4, d=8, image_size=16)
     export_checkpoint(ckpt, ExportOptions(out=tmp_path / "a", flavour="python", instances=2, threads=1, encoded=False))
@@ -216,9 +216,10 @@ def test_instances_and_dynamic_batching_options(tmp_path):
     assert a.instance_group[0].count == 2 and a.HasField("dynamic_batching")
     assert not b.HasField("dynamic_batching")
     assert a.parameters["intra_op_threads"].string_value == "1"
-    # the defaults use the machine: one CPU instance per core here (at most 4), and the model
-    # shares the serving host's cores among its instances when it loads
-    assert b.instance_group[0].count == min(export_cores(), MAX_AUTO_INSTANCES) >= 1
+    # the defaults use the machine: one CPU instance per 2 cores here (at least 1, at most 4), and
+    # the model shares the serving host's cores among its instances when it loads
+    expected = max(1, min(export_cores() // CORES_PER_AUTO_INSTANCE, MAX_AUTO_INSTANCES))
+    assert b.instance_group[0].count == expected >= 1
     assert b.parameters["intra_op_threads"].string_value == "auto"
     assert resolve_instances("auto", "python", "gpu") == resolve_instances("auto", "onnxruntime", "cpu") == 1
     with pytest.raises(ValueError, match="instances must be >= 1"):
