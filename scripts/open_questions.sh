@@ -3,16 +3,17 @@
 #   1. iterations: the shipped T=1 head run at test-time T=2, T=3; a head trained at T=2
 #   2. joint fine-tuning: backbone + head together vs the backbone alone (same budget, recipe,
 #      data order), both from the shipped checkpoint
-# Resumable (run it again to continue); about 1.5 hours on 2 CPU cores.
+# Resumable (run it again to continue; raise the budgets to extend a run); about 1.5 hours on
+# 2 CPU cores.
 #   bash scripts/open_questions.sh [DATA] [RUNS]
 set -euo pipefail
 DATA=${1:-../shared/data/cifar10-train-jpg.tar.gz}
 RUNS=${2:-runs/open-questions}
 BIN=${BIN:-.venv/bin}
 MODEL=${MODEL:-models/cifar10-toy-d16.pt}
-FT_EPOCHS=${FT_EPOCHS:-10}   # fine-tuning budget, both arms
+FT_EPOCHS=${FT_EPOCHS:-8}    # fine-tuning budget, both arms
 FT_LR=${FT_LR:-1e-4}
-T2_EPOCHS=${T2_EPOCHS:-24}   # T=2 head, the shipped head's recipe and seed
+T2_EPOCHS=${T2_EPOCHS:-14}   # T=2 head, the shipped head's recipe and seed
 mkdir -p "$RUNS"
 resume() { [ -f "$1/last.pt" ] && echo --resume || true; }
 
