@@ -168,3 +168,25 @@ def test_joint_stage_unfreezes_what_head_froze():
     assert len(joint) == len(list(model.parameters())) > len(head_params)
     model.train()
     assert model.backbone.training  # dropout back on for a backbone that trains
+
+
+def test_precision_auto_is_bf16_only_where_it_was_measured():
+    from gatta.training.train import resolve_precision
+
+    assert resolve_precision("auto", "head", "cpu") == "bf16"
+    assert [resolve_precision("auto", s, "cpu") for s in ("backbone", "joint")] == ["fp32", "fp32"]
+    assert resolve_precision("auto", "head", "cuda") == "fp32"  # not measured on a GPU yet
+    assert resolve_precision("fp32", "head", "cpu") == "fp32"
+
+
+def test_cli_head_logs_the_precision_it_ran(tmp_path, trained_pair):
+    from click.testing import CliRunner
+
+    from gatta.training.cli import main
+
+    for flag, expected in (([], "bf16" if resolve_device("auto") == "cpu" else "fp32"), (["--precision", "fp32"], "fp32")):
+        out = tmp_path / f"r{len(flag)}"
+        r = CliRunner().invoke(main, ["head", "--backbone-ckpt", str(trained_pair), "--data", "synthetic:160:4",
+                                      "--out", str(out), "--epochs", "1", *flag])
+        assert r.exit_code == 0, r.output
+        assert json.loads(open(out / "log.jsonl").readline())["precision"] == expected

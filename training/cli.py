@@ -69,8 +69,9 @@ def run_options(fn):
         click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)."),
         click.option("--num-workers", default=2, show_default=True, help="Threads that decode images."),
         click.option("--resume", is_flag=True, help="Continue from OUT/last.pt."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-                     help="bf16: mixed precision (autocast) for the training steps; validation stays fp32."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+                     help="bf16: mixed precision (autocast) for the training steps; validation stays fp32. auto: bf16 "
+                          "for head training on the CPU (measured: same accuracy, 1.28x faster), fp32 otherwise."),
         click.option("--clip-grad", type=float, default=None, help="Clip the gradient's global norm (e.g. 1 for --iterations >= 2)."),
     ]
 

@@ -43,7 +43,7 @@ class RunOptions:
     num_workers: int = 2  # threads that decode images
     resume: bool = False
     clip_grad: float | None = None
-    precision: str = "fp32"
+    precision: str = "auto"
 
     def fit_options(self, stage: str, rules: Recipe, meta: CheckpointMeta) -> FitOptions:
         return FitOptions(
