@@ -29,7 +29,7 @@ resume() { [ -f "$1/last.pt" ] && echo --resume || true; }
 
 # 1b. a head trained at T=2 on the shipped (frozen) backbone
 "$BIN/gatta-train" head --backbone-ckpt "$MODEL" --data "$DATA" --out "$RUNS/head-t2" --d 16 \
-    --iterations 2 --epochs "$T2_EPOCHS" --patience "$T2_EPOCHS" $(resume "$RUNS/head-t2")
+    --iterations 2 --epochs "$T2_EPOCHS" --patience "$T2_EPOCHS" --precision fp32 $(resume "$RUNS/head-t2")
 
 # all side by side on the same validation images, against the shipped pair
 ENTRIES=("$MODEL" "$MODEL@2" "$MODEL@3" "$RUNS/head-t2/best.pt" "$RUNS/head-t2/best.pt@1"

@@ -22,7 +22,7 @@ RESUME=()
 [ -f "$RUNS/cifar10-toy-d16/last.pt" ] && RESUME=(--resume)
 [ -f "$RUNS/backbone.pt" ] || cp "$RUNS/cifar10-toy-backbone/last.pt" "$RUNS/backbone.pt"  # frozen copy
 "$BIN/gatta-train" head --backbone-ckpt "$RUNS/backbone.pt" --data "$DATA" \
-    --out "$RUNS/cifar10-toy-d16" --d 16 --epochs "${HEAD_EPOCHS:-58}" --patience 500 "${RESUME[@]}"
+    --out "$RUNS/cifar10-toy-d16" --d 16 --epochs "${HEAD_EPOCHS:-58}" --patience 500 --precision fp32 "${RESUME[@]}"
 cp "$RUNS/cifar10-toy-d16/best.pt" models/cifar10-toy-d16.pt
 cp "$RUNS/cifar10-toy-backbone/log.jsonl" models/cifar10-toy-backbone.log.jsonl
 cp "$RUNS/cifar10-toy-d16/log.jsonl" models/cifar10-toy-d16.log.jsonl
