@@ -50,7 +50,9 @@ def _session(model_path, opts, args):
 
 
 def serving_cores():
-    """CPU cores this server may use: its affinity, then a cgroup v2 quota (containers, k8s limits)."""
+    """CPU cores this server may use: its affinity, then a cgroup v2 quota (containers, k8s limits).
+    The same rule as gatta.export.repository.export_cores, restated because this file runs inside
+    Triton without the gatta package."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
