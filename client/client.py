@@ -33,6 +33,10 @@ class ClientError(RuntimeError):
     """A failure the caller should see as one line (server down, unknown model...)."""
 
 
+class ServerUnreachable(ClientError):
+    """Triton did not answer through the whole retry budget."""
+
+
 def _protocol_module(protocol: str):
     if protocol == "http":
         import tritonclient.http as module
@@ -135,7 +139,7 @@ class GattaClient:
             if not is_unavailable(exc):
                 raise
             metrics.ERRORS.labels(kind="unavailable").inc()
-            raise ClientError(
+            raise ServerUnreachable(
                 f"cannot reach Triton at {self.url} ({self.protocol}) for {what}: "
                 f"{str(exc).splitlines()[0][:120]}; tried {retrying.statistics['attempt_number']} times over "
                 f"{time.monotonic() - start:.1f} s. Is gatta-serve running?") from None
@@ -306,12 +310,21 @@ class GattaClient:
                     return
                 yield chunk
 
+        # Once one request has spent the whole retry budget on an unreachable server, the
+        # requests after it fail at once instead of each waiting through its own backoff; their
+        # images are recorded as errors, so `classify --resume` sends them again.
+        unreachable: list[str] = []
+
         def work(chunk):
             sources = [describe(x) for x in chunk]
+            if unreachable:
+                return [Classification(source=s, error=f"not sent: {unreachable[0]}") for s in sources]
             try:
                 return self.classify(chunk, sources=sources, **kwargs)
             except ClientError as exc:  # one failed request must not end the stream
                 metrics.ERRORS.labels(kind="request").inc()
+                if isinstance(exc, ServerUnreachable):
+                    unreachable.append(str(exc))
                 return [Classification(source=s, error=str(exc)) for s in sources]
 
         with ThreadPoolExecutor(max(1, concurrency)) as pool:

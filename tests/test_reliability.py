@@ -171,3 +171,21 @@ def _cmdline(pid: int) -> str:
         return " ".join(psutil.Process(pid).cmdline()) + " "
     except psutil.Error:
         return ""
+
+
+def test_requests_after_an_unreachable_server_fail_at_once(tiny_export, tmp_path):
+    """Once one request has spent its retries on a dead server, the rest are not sent one by
+    one through their own backoff: they come back at once, recorded as errors."""
+    from gatta.client import GattaClient
+
+    server = start_server(tiny_export[0], log_path=tmp_path / "s.log")
+    client = GattaClient(server.http_url, retries=2, backoff=0.05)
+    os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+    images = [np.full((16, 16, 3), i, np.uint8) for i in range(40)]
+    results = list(client.classify_many(images, concurrency=2, batch_size=2, maps=False))
+    assert len(results) == 40 and all(r.error for r in results)
+    skipped = [r for r in results if r.error.startswith("not sent: cannot reach Triton")]
+    tried = [r for r in results if r.error.startswith("cannot reach Triton") and "tried 3 times" in r.error]
+    assert len(tried) + len(skipped) == 40
+    assert 2 <= len(tried) <= 4  # only the requests in flight when the server went away retried
