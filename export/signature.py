@@ -17,7 +17,7 @@ def signature_for(model, baseline: bool = False) -> ModelMetadata:
     class_keys = None
     if not baseline:
         head = model.head
-        class_keys = class_directions(head.keys[-1].weight.detach().t(), head.alpha[-1].item()).cpu().numpy()
+        class_keys = class_directions(head.effective_keys(-1), head.alpha[-1].item()).cpu().numpy()
         # alpha tells a reader of the gatta maps which way agreement moves each layer's units
         for layer, alpha in zip(layers, head.alpha.tolist()):
             layer.alpha = alpha

@@ -127,7 +127,37 @@ def test_per_image_lesion_masks_match_single_runs():
 )
 def test_toy_parameter_counts_match_table_1(classes, d, backbone_params, attention_params):
     counts = GattaNet(GattaConfig(num_classes=classes, d=d)).parameter_counts()
-    assert counts == {"backbone_params": backbone_params, "attention_params": attention_params}
+    assert counts == {"backbone_params": backbone_params, "attention_params": attention_params,
+                      "attention_trainable": attention_params}
+
+
+# Table 1's ResNet rows (ImageNet-1k, 224 x 224): attention parameters in thousands, rounded
+# to 0.1K as the paper prints them.
+TABLE1_RESNET = [("resnet18", 8, 68.9), ("resnet18", 16, 101.4), ("resnet18", 32, 166.5),
+                 ("resnet50", 4, 78.7), ("resnet50", 8, 118.0), ("resnet50", 16, 196.7),
+                 ("resnet50", 32, 353.9), ("resnet50", 64, 668.4)]
+
+
+@pytest.fixture(scope="module")
+def resnet_heads():
+    """Head counts per (backbone, d), with the paper's ResNet recipe (batch norm on keys and
+    queries, layer norm on gatta); one backbone build per architecture."""
+    counts = {}
+    for arch in ("resnet18", "resnet50"):
+        for d in sorted(d for a, d, _ in TABLE1_RESNET if a == arch):
+            model = GattaNet(GattaConfig(backbone=arch, num_classes=1000, d=d, image_size=224,
+                                         qk_batchnorm=True, gatta_layernorm=True))
+            counts[arch, d] = model.parameter_counts()
+    return counts
+
+
+@pytest.mark.parametrize("arch,d,thousands", TABLE1_RESNET)
+def test_resnet_parameter_counts_match_table_1(resnet_heads, arch, d, thousands):
+    counts = resnet_heads[arch, d]
+    assert round(counts["attention_params"] / 1000, 1) == thousands
+    # what the optimiser trains: the 4d running statistics are not parameters
+    assert counts["attention_trainable"] == counts["attention_params"] - 4 * d
+    assert counts["backbone_params"] == {"resnet18": 11_689_512, "resnet50": 25_557_032}[arch]
 
 
 def test_wider_toy_control_matches_toy_plus_head_parameters():
@@ -137,23 +167,40 @@ def test_wider_toy_control_matches_toy_plus_head_parameters():
 
 
 def test_resnet18_head_is_sized_from_reported_channels():
-    model = GattaNet(GattaConfig(backbone="resnet18", num_classes=7, d=8, image_size=64))
+    """The paper's ResNet taps: stem (before the max-pool), layer1-3, avgpool, logits."""
+    model = GattaNet(GattaConfig(backbone="resnet18", num_classes=7, d=8, image_size=64,
+                                 qk_batchnorm=True, gatta_layernorm=True))
     assert [(t.name, t.kind, t.shape) for t in model.taps] == [
-        ("layer1", "conv", (64, 16, 16)), ("layer2", "conv", (128, 8, 8)),
-        ("layer3", "conv", (256, 4, 4)), ("layer4", "conv", (512, 2, 2)),
+        ("stem", "conv", (64, 32, 32)), ("layer1", "conv", (64, 16, 16)),
+        ("layer2", "conv", (128, 8, 8)), ("layer3", "conv", (256, 4, 4)),
         ("avgpool", "dense", (512,)), ("logits", "dense", (7,)),
     ]
-    channels = 64 + 128 + 256 + 512 + 512 + 7
-    assert model.parameter_counts()["attention_params"] == 2 * channels * 8 + 6 * 2 * 8 + 6
-    assert model.parameter_counts()["backbone_params"] == 11_180_103
+    channels = 64 + 64 + 128 + 256 + 512 + 7
+    layernorm = 2 * (32 * 32 + 16 * 16 + 8 * 8 + 4 * 4 + 512 + 7)
+    counts = model.parameter_counts()
+    assert counts["attention_trainable"] == 2 * channels * 8 + 6 * 2 * 8 + 4 * 8 + layernorm + 6
+    assert counts["attention_params"] == counts["attention_trainable"] + 4 * 8
+    assert counts["backbone_params"] == 11_180_103
+
+
+def _randomise_norms(model: GattaNet) -> None:
+    """Running statistics and affine terms away from their identity initialisation."""
+    head = model.head
+    with torch.no_grad():
+        for bn in (head.key_norm, head.query_norm):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_(0, 0.3)
+        for ln in head.gatta_norms:
+            ln.weight.uniform_(0.5, 1.5)
+            ln.bias.normal_(0, 0.3)
 
 
 def test_batchnorm_head_folds_exactly_in_eval():
-    """ResNet options: eval-mode batch-norm on keys/queries is folded into the projections."""
+    """ResNet options: eval-mode batch norm on keys/queries is folded into the projections."""
     model = tiny_model(qk_batchnorm=True, gatta_layernorm=True)
-    for bn in (*model.head.key_norms, *model.head.query_norms):
-        bn.running_mean.normal_()
-        bn.running_var.uniform_(0.5, 2.0)
+    _randomise_norms(model)
     image = torch.rand(2, 3, 8, 8)
     with torch.no_grad():
         folded = model(image, return_maps=True)
@@ -162,6 +209,40 @@ def test_batchnorm_head_folds_exactly_in_eval():
     torch.testing.assert_close(folded.logits, maps.logits, atol=1e-4, rtol=1e-4)
     for name in folded.gatta:
         torch.testing.assert_close(folded.gatta[name], maps.gatta[name], atol=1e-4, rtol=1e-4)
+
+
+def test_batchnorm_is_shared_by_all_layers_in_training():
+    """In training, one set of batch statistics over every key of every layer: the normalised
+    keys of all layers together have mean 0 and variance 1 per feature."""
+    model = tiny_model(qk_batchnorm=True, qk_dropout=0.0).train()
+    acts = pass1_acts(model, torch.rand(3, 3, 8, 8))
+    head = model.head
+    keys = head._project_all(acts, head.keys, head.key_norm)
+    joined = torch.cat(keys, 1).reshape(-1, model.config.d)
+    torch.testing.assert_close(joined.mean(0), torch.zeros(model.config.d), atol=1e-5, rtol=0)
+    torch.testing.assert_close(joined.var(0, unbiased=False), torch.ones(model.config.d), atol=1e-3, rtol=0)
+    assert not torch.allclose(keys[0].reshape(-1, model.config.d).mean(0), torch.zeros(model.config.d), atol=1e-2)
+
+
+def test_resnet_answers_do_not_depend_on_the_rest_of_the_batch():
+    """Eval mode: running statistics and a static layer norm, so an image's answer is the same
+    alone or beside others; and the untrained head (alpha = 0) is exactly its backbone."""
+    torch.manual_seed(0)
+    model = GattaNet(GattaConfig(backbone="resnet18", num_classes=5, d=8, image_size=32,
+                                 qk_batchnorm=True, gatta_layernorm=True, alpha_init=0.3)).eval()
+    _randomise_norms(model)
+    image = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        batched = model(image, return_maps=True)
+        single = [model(image[i:i + 1], return_maps=True) for i in range(4)]
+        torch.testing.assert_close(batched.logits, torch.cat([s.logits for s in single]), atol=1e-5, rtol=1e-5)
+        for name in batched.gatta:
+            torch.testing.assert_close(batched.gatta[name], torch.cat([s.gatta[name] for s in single]),
+                                       atol=1e-5, rtol=1e-5)
+        assert (batched.logits - batched.baseline_logits).abs().max() > 1e-3
+        model.head.alpha.zero_()
+        out = model(image)
+    assert torch.equal(out.logits, model.forward_backbone(image))
 
 
 def naive_iterations(model: GattaNet, image, steps: int):

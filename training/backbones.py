@@ -96,28 +96,51 @@ def build_toy(num_classes: int, image_size: int = 32, dropout: float = 0.2,
     return StagedBackbone(stages, ["conv1", "conv2", "conv3", "dense1", "logits"])
 
 
+RESNET_TAPS = ["stem", "layer1", "layer2", "layer3", "avgpool", "logits"]
+
+
 def build_resnet(arch: str, num_classes: int, weights: str | Path | None = None) -> StagedBackbone:
-    """torchvision ResNet18/50 tapped at layer1..layer4, the average-pool features and the
-    logits. ``weights``: a local torchvision state-dict file (nothing is downloaded)."""
+    """torchvision ResNet18/50 attached as the paper's Table 1 counts pin down: the stem
+    (conv1-bn1-ReLU, before the max-pool), the outputs of layer1, layer2 and layer3, the
+    average-pool features and the logits. layer4 runs inside the avgpool stage but is not
+    attached (attaching it instead of the stem misses every Table 1 row). The stem is stage 0:
+    the second pass re-runs only what follows it. ``weights``: a local torchvision state-dict
+    file (nothing is downloaded)."""
     import torchvision
 
     net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
     if weights is not None:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ValueError(f"{weights}: not a torchvision {arch} state dict ({first})") from exc
+        load_resnet_weights(net, weights, arch)
     stages = [
-        nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1),
+        nn.Sequential(net.conv1, net.bn1, net.relu),
+        nn.Sequential(net.maxpool, net.layer1),
         net.layer2,
         net.layer3,
-        net.layer4,
-        nn.Sequential(net.avgpool, nn.Flatten()),
+        nn.Sequential(net.layer4, net.avgpool, nn.Flatten()),
         net.fc,
     ]
-    return StagedBackbone(stages, ["layer1", "layer2", "layer3", "layer4", "avgpool", "logits"])
+    return StagedBackbone(stages, RESNET_TAPS)
+
+
+def load_resnet_weights(net: nn.Module, weights: str | Path, arch: str) -> None:
+    """A local torchvision state dict, loaded strictly: its classifier must have the model's
+    number of classes (a frozen backbone with a re-initialised ``fc`` would classify at chance)."""
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # missing, truncated, or a pickle of code
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{weights}: cannot read a state dict ({reason})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{weights}: not a torchvision {arch} state dict (a {type(state).__name__})")
+    fc = state.get("fc.weight")
+    if fc is not None and tuple(fc.shape) != tuple(net.fc.weight.shape):
+        raise ValueError(f"{weights}: its classifier has {fc.shape[0]} classes, the model {net.fc.out_features}; "
+                         f"train on data with the weights' classes (ImageNet: 1000)")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"{weights}: not a torchvision {arch} state dict ({first})") from exc
 
 
 BACKBONES: dict[str, Callable[..., StagedBackbone]] = {

@@ -22,7 +22,7 @@ from .config import GattaConfig  # noqa: E402
 from .data import DataError  # noqa: E402
 from .evaluate import evaluation_table, run_evaluation  # noqa: E402
 from .model import GattaNet  # noqa: E402
-from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE  # noqa: E402
+from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, recipe  # noqa: E402
 from .runs import HeadOptions, RunOptions, checkpoint_and_images, finetune as finetune_run, train_backbone, train_head  # noqa: E402
 from .train import dist_info, resolve_device  # noqa: E402
 
@@ -270,16 +270,23 @@ def curves(logs, out, last, as_json):
 @click.option("--image-size", type=int, default=None)
 @click.option("--json", "as_json", is_flag=True)
 def summary(backbone, num_classes, d, image_size, as_json):
-    """Parameter counts and attached layers of a model, without training it."""
+    """Parameter counts and attached layers of a model, without training it.
+
+    The head is built with its family's recipe (ResNets: batch norm on keys/queries, layer norm
+    on gatta). attention_params counts as the paper's Table 1 does (Keras: batch norm's running
+    statistics included); attention_trainable is what the optimiser updates."""
     size = image_size or (32 if is_toy(backbone) else 224)
-    model = GattaNet(GattaConfig(backbone=backbone, num_classes=num_classes, d=d, image_size=size))
+    rules = recipe("head", backbone)
+    model = GattaNet(GattaConfig(backbone=backbone, num_classes=num_classes, d=d, image_size=size,
+                                 qk_batchnorm=rules.qk_batchnorm, gatta_layernorm=rules.gatta_layernorm))
     counts = model.parameter_counts()
     layers = [{"name": t.name, "kind": t.kind, "shape": list(t.shape)} for t in model.taps]
     if as_json:
         click.echo(json.dumps({**counts, "layers": layers, "d": d, "backbone": backbone}))
         return
     click.echo(f"backbone {backbone}: {counts['backbone_params']:,} parameters (frozen)")
-    click.echo(f"attention head d={d}: {counts['attention_params']:,} parameters (trained)")
+    click.echo(f"attention head d={d}: {counts['attention_params']:,} parameters as Table 1 counts them, "
+               f"{counts['attention_trainable']:,} trained")
     for t in layers:
         click.echo(f"  {t['name']:<8} {t['kind']:<5} {'x'.join(map(str, t['shape']))}")
 

@@ -52,10 +52,18 @@ class AttentionHead(nn.Module):
         self.dropout = nn.Dropout(qk_dropout)
         self.qk_batchnorm = qk_batchnorm
         if qk_batchnorm:
-            # Non-affine: keeps the trained parameters to K, Q and alpha (Table 1 counts).
-            self.key_norms = nn.ModuleList(nn.BatchNorm1d(d, affine=False) for _ in taps)
-            self.query_norms = nn.ModuleList(nn.BatchNorm1d(d, affine=False) for _ in taps)
+            # One batch norm over the d key features and one over the d query features, shared
+            # by every attached layer: each layer's keys are vectors in the same d-dimensional
+            # space that q_avg lives in, so they are standardised together. Table 1's ResNet
+            # counts hold 8d for this: 2 x (scale, offset, running mean, running variance).
+            self.key_norm = nn.BatchNorm1d(d)
+            self.query_norm = nn.BatchNorm1d(d)
         self.gatta_layernorm = gatta_layernorm
+        if gatta_layernorm:
+            # Over each layer's whole map with a learned scale and offset per map position
+            # (Keras LayerNormalization(axis=[1, 2]); Table 1: 2 x H x W per conv layer,
+            # 2 x units per dense layer). The shape is the tap's, static: one op in ONNX.
+            self.gatta_norms = nn.ModuleList(nn.LayerNorm(tuple(t.map_shape)) for t in taps)
         self.materialize: bool | None = None  # force (True) or forbid (False) the map path
 
     # -- projections -------------------------------------------------------------------
@@ -66,11 +74,28 @@ class AttentionHead(nn.Module):
             return linear(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1]))
         return x.unsqueeze(-1) * linear.weight.t() + linear.bias
 
-    def _norm(self, z: torch.Tensor, norms: nn.ModuleList | None, i: int) -> torch.Tensor:
-        if norms is None:
-            return z
-        b, n, d = z.shape
-        return norms[i](z.reshape(b * n, d)).reshape(b, n, d)
+    def _project_all(self, acts: list[torch.Tensor], linears: nn.ModuleList,
+                     norm: nn.BatchNorm1d | None) -> list[torch.Tensor]:
+        """Key or query maps of every layer, [B, N_i, d] each, batch-normalised together (one
+        set of statistics over all positions of all layers), then dropped out."""
+        maps = [self._project_map(x, linears[i], t.kind) for i, (x, t) in enumerate(zip(acts, self.taps))]
+        if norm is not None:
+            sizes = [m.shape[1] for m in maps]
+            joined = torch.cat(maps, 1)
+            b, n, d = joined.shape
+            maps = list(norm(joined.reshape(b * n, d)).reshape(b, n, d).split(sizes, 1))
+        return [fast_dropout(m, self.dropout.p, self.training) for m in maps]
+
+    @staticmethod
+    def _bn_affine(norm: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eval-mode batch norm as ``z * scale + shift`` (running statistics)."""
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        if norm.affine:
+            scale = scale * norm.weight
+        shift = -norm.running_mean * scale
+        if norm.affine:
+            shift = shift + norm.bias
+        return scale, shift
 
     def _use_maps(self) -> bool:
         if self.materialize is not None:
@@ -80,58 +105,79 @@ class AttentionHead(nn.Module):
     # -- public -------------------------------------------------------------------------
     def global_query(self, acts: list[torch.Tensor]) -> torch.Tensor:
         """Eq. 3: mean over layers of each layer's mean query; [B, d]."""
+        if self._use_maps():
+            queries = self._project_all(acts, self.queries, getattr(self, "query_norm", None))
+            return torch.stack([q.mean(1) for q in queries], 0).mean(0)
         per_layer = []
         for i, (x, tap) in enumerate(zip(acts, self.taps)):
             lin = self.queries[i]
-            if self._use_maps():
-                q = self._project_map(x, lin, tap.kind)
-                q = fast_dropout(self._norm(q, getattr(self, "query_norms", None), i), self.dropout.p, self.training)
-                per_layer.append(q.mean(1))
-                continue
             if tap.kind == "conv":
                 q_mean = x.mean((2, 3)) @ lin.weight.t() + lin.bias
             else:  # the tap's static width, not x.shape: no shape arithmetic in the exported graph
                 q_mean = (x @ lin.weight.t()) / tap.channels + lin.bias
-            if self.qk_batchnorm:  # eval-mode batch-norm: affine, commutes with the mean
-                bn = self.query_norms[i]
-                q_mean = (q_mean - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
             per_layer.append(q_mean)
-        return torch.stack(per_layer, 0).mean(0)
+        q_avg = torch.stack(per_layer, 0).mean(0)
+        if self.qk_batchnorm:  # eval-mode batch norm is affine: it commutes with both means
+            scale, shift = self._bn_affine(self.query_norm)
+            q_avg = q_avg * scale + shift
+        return q_avg
 
     def agreement(self, acts: list[torch.Tensor], q_avg: torch.Tensor) -> list[torch.Tensor]:
         """Eq. 4: gatta map per layer, [B, H, W] for conv maps and [B, C] for dense."""
+        if self._use_maps():
+            keys = self._project_all(acts, self.keys, getattr(self, "key_norm", None))
+            out = [(k @ q_avg.unsqueeze(-1)).squeeze(-1).reshape(x.shape[0], *tap.map_shape)
+                   for k, x, tap in zip(keys, acts, self.taps)]
+            return self._layer_norm(out)
+        q, shift = q_avg, None
+        if self.qk_batchnorm:  # k' = k * s + t  ->  k' . q = k . (s q) + t . q
+            scale, shift = self._bn_affine(self.key_norm)
+            q = q_avg * scale
         out = []
         for i, (x, tap) in enumerate(zip(acts, self.taps)):
             lin = self.keys[i]
-            if self._use_maps():
-                k = self._project_map(x, lin, tap.kind)
-                k = fast_dropout(self._norm(k, getattr(self, "key_norms", None), i), self.dropout.p, self.training)
-                g = (k @ q_avg.unsqueeze(-1)).squeeze(-1).reshape(x.shape[0], *tap.map_shape)
+            v = q @ lin.weight  # [B, C]: K_i q
+            offset = q @ lin.bias.unsqueeze(-1)  # [B, 1]: b_i . q
+            if shift is not None:
+                offset = offset + q_avg @ shift.unsqueeze(-1)
+            if tap.kind == "conv" and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1:
+                b, c, h, w = x.shape
+                g = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), v.unsqueeze(-1)).reshape(b, h, w)
+                g = g + offset.unsqueeze(-1)
+            elif tap.kind == "conv":
+                # shapes from the tap (static) and -1 for the batch: the exported graph gets
+                # constant Reshape targets instead of Shape/Gather/Concat chains
+                c, h, w = tap.shape
+                g = torch.bmm(v.unsqueeze(1), x.reshape(-1, c, h * w)).reshape(-1, h, w)
+                g = g + offset.unsqueeze(-1)
             else:
-                q, bias = q_avg, lin.bias
-                if self.qk_batchnorm:  # k' = (k - mu) * s  ->  k' . q = k . (s q) - mu . (s q)
-                    bn = self.key_norms[i]
-                    scale = torch.rsqrt(bn.running_var + bn.eps)
-                    q = q_avg * scale
-                    bias = bias - bn.running_mean
-                v = q @ lin.weight  # [B, C]: K_i q_avg
-                offset = (q @ bias.unsqueeze(-1))  # [B, 1]: b_i . q_avg
-                if tap.kind == "conv" and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1:
-                    b, c, h, w = x.shape
-                    g = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), v.unsqueeze(-1)).reshape(b, h, w)
-                    g = g + offset.unsqueeze(-1)
-                elif tap.kind == "conv":
-                    # shapes from the tap (static) and -1 for the batch: the exported graph gets
-                    # constant Reshape targets instead of Shape/Gather/Concat chains
-                    c, h, w = tap.shape
-                    g = torch.bmm(v.unsqueeze(1), x.reshape(-1, c, h * w)).reshape(-1, h, w)
-                    g = g + offset.unsqueeze(-1)
-                else:
-                    g = x * v + offset
-            if self.gatta_layernorm:
-                g = F.layer_norm(g, g.shape[1:])
+                g = x * v + offset
             out.append(g)
-        return out
+        return self._layer_norm(out)
+
+    def _layer_norm(self, gattas: list[torch.Tensor]) -> list[torch.Tensor]:
+        if not self.gatta_layernorm:
+            return gattas
+        return [norm(g) for norm, g in zip(self.gatta_norms, gattas)]
+
+    def effective_keys(self, layer: int = -1) -> torch.Tensor:
+        """[C, d]: row c is the direction in q_avg's space along which unit c's agreement
+        grows, batch norm's scale included (the class directions of top-down attention)."""
+        weight = self.keys[layer].weight.detach()  # [d, C]
+        if self.qk_batchnorm:
+            scale, _ = self._bn_affine(self.key_norm)
+            weight = weight * scale.detach().unsqueeze(1)
+        rows = weight.t()
+        if self.gatta_layernorm:  # a negative layer-norm scale flips that unit's agreement
+            gamma = self.gatta_norms[layer].weight.detach()
+            rows = rows * torch.where(gamma < 0, -1.0, 1.0).unsqueeze(1)
+        return rows
+
+    def table1_count(self) -> int:
+        """Attention parameters as the paper's Table 1 counts them (Keras): trainable weights
+        plus batch norm's running statistics (not its step counter)."""
+        stats = sum(b.numel() for name, b in self.named_buffers() if not name.endswith("num_batches_tracked"))
+        return sum(p.numel() for p in self.parameters()) + stats
 
     @staticmethod
     def modulate(x: torch.Tensor, gatta: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:

@@ -136,5 +136,6 @@ class GattaNet(nn.Module):
     def parameter_counts(self) -> dict[str, int]:
         return {
             "backbone_params": sum(p.numel() for p in self.backbone.parameters()),
-            "attention_params": sum(p.numel() for p in self.head.parameters()),
+            "attention_params": self.head.table1_count(),
+            "attention_trainable": sum(p.numel() for p in self.head.parameters()),
         }
