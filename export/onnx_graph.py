@@ -73,6 +73,12 @@ def export_onnx(model, signature: ModelMetadata, path: Path, opset: int = 17, fp
     feeds = example_inputs(signature)
     args = tuple(torch.from_numpy(feeds[n]) for n in signature.input_names)
     dynamic = {n: {0: "batch"} for n in signature.input_names + signature.output_names}
+    # An omitted optional input is its [1, ...] default, broadcast over the batch: it gets a
+    # batch axis of its own. Sharing "batch" with the image told ONNX Runtime's planner that a
+    # [1, L] default and a [B, classes] output have one shape when L == classes, and it re-used
+    # one's buffer for the other ("Shape mismatch attempting to re-use buffer").
+    for spec in signature.optional_inputs:
+        dynamic[spec.name] = {0: f"{spec.name}_batch"}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(module, args, str(path), input_names=signature.input_names,

@@ -257,3 +257,77 @@ def test_more_attention_steps_unroll_into_one_verified_graph(tmp_path, steps):
     got = ort_session(tmp_path / "repo" / "gatta" / "1" / "model.onnx").run(["logits"], {"image": x})[0]
     parity, step_effect = np.abs(got - ref).max(), np.abs(got - single).max()
     assert parity <= 1e-5 and step_effect > 100 * parity  # the extra steps are really in the graph
+
+
+def _family_checkpoint(path, backbone: str, image_size: int):
+    """A random-weight checkpoint with the backbone family's head recipe; ResNet norms moved
+    off their identity initialisation so every folded term is exercised."""
+    from gatta.training.checkpoint import save_checkpoint
+    from gatta.training.recipe import recipe
+
+    from helpers import make_model
+
+    rules = recipe("head", backbone)
+    model = make_model(num_classes=5, d=8, image_size=image_size, backbone=backbone, alpha=0.4,
+                       qk_batchnorm=rules.qk_batchnorm, gatta_layernorm=rules.gatta_layernorm)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        if rules.qk_batchnorm:
+            for bn in (model.head.key_norm, model.head.query_norm):
+                bn.running_mean.copy_(torch.randn(8, generator=gen))
+                bn.running_var.copy_(torch.rand(8, generator=gen) + 0.5)
+                bn.weight.copy_(torch.rand(8, generator=gen) + 0.5)
+                bn.bias.copy_(0.3 * torch.randn(8, generator=gen))
+        if rules.gatta_layernorm:
+            for ln in model.head.gatta_norms:
+                ln.weight.copy_(torch.rand(ln.weight.shape, generator=gen) + 0.5)
+    return save_checkpoint(path, model, {"stage": "head", "epoch": 1, "val_size": 16, "split_seed": 0}), model
+
+
+def _convs(module) -> int:
+    return sum(isinstance(m, torch.nn.Conv2d) for m in module.modules())
+
+
+@pytest.mark.parametrize("backbone", sorted(__import__("gatta.training.backbones", fromlist=["BACKBONES"]).BACKBONES))
+def test_every_backbone_exports_and_verifies(tmp_path, backbone):
+    """Each entry of BACKBONES exports both passes into one graph that ONNX Runtime runs like
+    PyTorch, with lesion masks and query_bias; a backbone that cannot export fails here."""
+    size = 16 if backbone.startswith("toy") else 32
+    ckpt, model = _family_checkpoint(tmp_path / "m.pt", backbone, size)
+    report = export_checkpoint(ckpt, ExportOptions(out=tmp_path / "repo", flavour="python", max_batch=4))
+    layers = [t.name for t in model.taps]
+    worst = report.verification["worst"]
+    assert set(worst) == {"logits", "probs", "q_avg", *(f"gatta_{n}" for n in layers)}
+    assert worst["logits"] <= 1e-5 and max(v for k, v in worst.items() if k != "logits") <= 1e-4
+    path = tmp_path / "repo" / "gatta" / "1" / "model.onnx"
+    ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    stages = model.backbone.stages
+    # stage 0 (up to the first attached layer) once, everything after it in both passes
+    assert ops["Conv"] == _convs(stages[0]) + 2 * sum(_convs(s) for s in stages[1:])
+    assert ops["LayerNormalization"] == (len(layers) if model.config.gatta_layernorm else 0)
+    session = ort_session(path)
+    names = [o.name for o in session.get_outputs()]
+    rng = np.random.default_rng(7)
+    x = rng.random((3, 3, size, size), dtype=np.float32)
+    feeds = {"image": x, "lesion_mask": rng.integers(0, 2, (3, len(layers))).astype(np.float32),
+             "query_bias": rng.normal(size=(3, 8)).astype(np.float32)}
+    figures = compare(torch_outputs(model, _sig(model), feeds), dict(zip(names, session.run(names, feeds))),
+                      {"abs": 1e-4, "logits_rel": 1e-5})
+    assert max(figures.values()) <= 1e-4
+    # an image's answer does not depend on the rest of the batch (running statistics, static norms)
+    alone = session.run(["logits"], {k: v[1:2] for k, v in feeds.items()})[0]
+    assert np.abs(alone - session.run(["logits"], feeds)[0][1:2]).max() <= 1e-5
+
+
+def test_class_directions_include_the_key_batch_norm_scale():
+    from gatta.export.signature import signature_for
+
+    from helpers import make_model
+
+    model = make_model(num_classes=4, d=8, image_size=16, alpha=0.5, qk_batchnorm=True)
+    with torch.no_grad():
+        model.head.key_norm.running_var.copy_(torch.linspace(0.25, 4.0, 8))
+        model.head.key_norm.weight.fill_(2.0)
+    scale = 2.0 / torch.sqrt(torch.linspace(0.25, 4.0, 8) + model.head.key_norm.eps)
+    keys = model.head.keys[-1].weight.detach().t() * scale
+    assert np.allclose(signature_for(model).class_keys, keys.numpy(), atol=1e-6)
