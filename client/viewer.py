@@ -55,7 +55,7 @@ def classify(client: GattaClient, data: bytes, lesion: str | None, prior: str | 
     """Everything the page shows for one image and one setting of the controls; raises
     ImageError / LesionError / ClientError with a one-line reason."""
     info = client.info
-    image = load_image(data, info.image_size)  # decoded once; both requests reuse the array
+    image = load_image(data, info.preprocessing)  # decoded once; both requests reuse the array
     start = time.perf_counter()
     n = len(info.labels)
     on = client.classify([image], top_k=n, lesion=lesion, prior=prior, prior_strength=strength)[0]

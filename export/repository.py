@@ -19,6 +19,7 @@ Every config.pbtxt is built as Triton's own ``ModelConfig`` message and written 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from importlib import resources
@@ -173,6 +174,7 @@ def preprocess_config(meta: ModelMetadata, opts: RepositoryOptions) -> mc.ModelC
     config.dynamic_batching.max_queue_delay_microseconds = 200
     params = contract.triton_parameters(None, meta.inputs)
     params[contract.PARAM_IMAGE_SIZE] = str(meta.image_size)
+    params[contract.PARAM_PREPROCESSING] = json.dumps(meta.preprocessing.to_dict())
     _set_parameters(config, params)
     return config
 

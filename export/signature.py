@@ -22,4 +22,4 @@ def signature_for(model, baseline: bool = False) -> ModelMetadata:
         for layer, alpha in zip(layers, head.alpha.tolist()):
             layer.alpha = alpha
     return ModelMetadata(image_size=cfg.image_size, d=cfg.d, labels=list(cfg.class_names), layers=layers,
-                         baseline=baseline, class_keys=class_keys)
+                         baseline=baseline, class_keys=class_keys, preprocessing=cfg.preprocessing)

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gatta.decoder import Preprocessing
 from gatta.lesion import LesionError, full_pattern, parse_lesion
 
 # -- tensor names -----------------------------------------------------------------------------
@@ -51,6 +52,7 @@ PARAM_TENSORS = "tensors"  # role -> tensor name, for the python-backend models
 PARAM_DEFAULTS = "defaults"  # optional input -> fill value
 PARAM_BOUNDS = "bounds"  # input -> Bounds.to_dict(), see INPUT_BOUNDS
 PARAM_IMAGE_SIZE = "image_size"
+PARAM_PREPROCESSING = "preprocessing"  # Preprocessing.to_dict() as JSON
 
 # A python-flavour model exported for a GPU host serves config.pbtxt (KIND_GPU instances, ONNX
 # Runtime's CUDA execution provider) and carries configs/cpu.pbtxt (KIND_CPU, CPU provider),
@@ -111,6 +113,13 @@ class ModelMetadata:
     flavour: str = ""  # onnxruntime | python, set per written repository
     name: str = ""
     max_batch_size: int = 0
+    # how the client and the preprocessing model decode a picture for this model; None (a
+    # repository exported before it was recorded): squashed to image_size, bilinear
+    preprocessing: Preprocessing | None = None
+
+    def __post_init__(self):
+        if self.preprocessing is None:
+            self.preprocessing = Preprocessing(self.image_size)
 
     # -- derived -----------------------------------------------------------------------------
     @property
@@ -167,7 +176,8 @@ class ModelMetadata:
         keys = [] if self.class_keys is None else [[round(v, 6) for v in row] for row in np.asarray(self.class_keys).tolist()]
         return {"flavour": self.flavour, "image_size": self.image_size, "d": self.d,
                 "layers": [{k: v for k, v in vars(l).items() if v is not None} for l in self.layers],
-                "labels": list(self.labels), "baseline": self.baseline, "class_keys": keys}
+                "labels": list(self.labels), "baseline": self.baseline, "class_keys": keys,
+                "preprocessing": self.preprocessing.to_dict()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
@@ -177,7 +187,9 @@ class ModelMetadata:
         keys = np.asarray(meta.get("class_keys") or [], NUMPY_DTYPE)
         return cls(image_size=int(meta["image_size"]), d=int(meta["d"]), labels=list(meta["labels"]),
                    layers=[LayerInfo(**l) for l in meta["layers"]], baseline=bool(meta.get("baseline")),
-                   class_keys=keys if keys.size else None, flavour=meta.get("flavour", ""), **extra)
+                   class_keys=keys if keys.size else None, flavour=meta.get("flavour", ""),
+                   preprocessing=Preprocessing.from_dict(meta["preprocessing"]) if meta.get("preprocessing") else None,
+                   **extra)
 
     @classmethod
     def from_json(cls, text: str, **extra) -> "ModelMetadata":
