@@ -37,6 +37,10 @@ class ServerUnreachable(ClientError):
     """Triton did not answer through the whole retry budget."""
 
 
+class InputError(ClientError, ValueError):
+    """An input the server would refuse (NaN, Inf, outside its accepted range); never sent."""
+
+
 def _protocol_module(protocol: str):
     if protocol == "http":
         import tritonclient.http as module
@@ -82,6 +86,16 @@ def served_device(config: dict) -> str:
         trt = " + TensorRT" if any(a.get("name") == "tensorrt" for a in accel) else ""
         runtime = f"Triton's {config.get('backend') or 'onnxruntime'} backend ({'CUDA' if gpu else 'CPU'}{trt})"
     return f"{'; '.join(parts)}, {runtime}"
+
+
+def check_inputs(feeds: dict[str, np.ndarray]) -> None:
+    """Refuse before sending what the server would refuse, in its words: NaN, Inf, or values
+    outside an input's accepted range (``gatta.contract.INPUT_BOUNDS``). Raises InputError."""
+    for name, values in feeds.items():
+        reason = contract.range_error(name, values)
+        if reason is not None:
+            metrics.ERRORS.labels(kind="input").inc()
+            raise InputError(reason)
 
 
 @dataclass(frozen=True)
@@ -208,6 +222,7 @@ class GattaClient:
             for name, value in ((contract.LESION_MASK, mask), (contract.QUERY_BIAS, bias)):
                 if required or np.any(value != contract.OPTIONAL_DEFAULTS[name]):
                     feeds[name] = np.repeat(value[None], batch, 0)
+        check_inputs(feeds)
         inputs = []
         for name, arr in feeds.items():
             tensor = m.InferInput(name, list(arr.shape), contract.DTYPE)
@@ -260,6 +275,7 @@ class GattaClient:
         if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
             images = [images]
         mask, bias = self.lesion_mask(lesion), self.query_bias(prior, prior_strength)
+        check_inputs({contract.LESION_MASK: mask, contract.QUERY_BIAS: bias})  # before any image is read
         lesion_text = format_lesion(mask, self.info.kinds) if lesion is not None else None
         results: list[Classification] = []
         loaded: list[tuple[int, np.ndarray]] = []
@@ -267,7 +283,7 @@ class GattaClient:
             name = sources[i] if sources else describe(item)
             results.append(Classification(source=name, lesion=lesion_text, prior=str(prior) if prior is not None else None))
             try:
-                loaded.append((i, load_image(item, self.info.preprocessing)))
+                loaded.append((i, load_image(item, self.info.image_size)))
             except ImageError as exc:
                 results[i].error = str(exc)
                 metrics.ERRORS.labels(kind="image").inc()

@@ -2,8 +2,11 @@
 
 Self-contained on purpose (numpy, onnxruntime, triton_python_backend_utils only) so the model
 repository works wherever it is copied. All requests of a dynamic batch are concatenated into
-one ONNX Runtime run and the results split back; a bad request (wrong shape, non-finite
-pixels) gets its own error response and the rest of the batch is served.
+one ONNX Runtime run and the results split back; a bad request gets its own error response and
+the rest of the batch is served. Bad means a wrong shape, NaN or Inf, a value outside the
+input's accepted range (config.pbtxt parameter ``bounds``, written by gatta-export from
+gatta/contract.py), or outputs that came out non-finite anyway: no answer with NaN or Inf in it
+is ever returned as a success.
 
 Device: a KIND_GPU instance runs ONNX Runtime's CUDA execution provider on the GPU Triton gave
 it (the onnxruntime-gpu wheel); a KIND_CPU instance the CPU provider. A GPU instance whose
@@ -47,6 +50,45 @@ def _session(model_path, opts, args):
                            "(CUDA 12 / cuDNN 9 libraries?); see the log above")
     pb_utils.Logger.log_info(f"{instance}: ONNX Runtime {ort.__version__} CUDAExecutionProvider on GPU {device}")
     return session
+
+
+def _short(value):
+    """255.0, 1e+30: six significant digits, read as a float (gatta.contract._short)."""
+    return repr(float(f"{float(value):.6g}"))
+
+
+def range_error(name, values, bounds):
+    """(reason, one-line message) when ``values`` of input ``name`` are refused, else None.
+    gatta.contract.range_error restated, because this file cannot import gatta: the same rule
+    and, from the ``bounds`` parameter, the same words (tests/test_guards.py compares them)."""
+    if values.size == 0:
+        return None
+    lo, hi = float(values.min()), float(values.max())  # one pass each; NaN or Inf shows in one
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "non_finite", f"input '{name}' contains NaN or infinite values"
+    b = bounds.get(name)
+    if b is None:
+        return None
+    for side, value, outside, hints in (("min", lo, lo < b["low"] - b["tolerance"], b["below"]),
+                                        ("max", hi, hi > b["high"] + b["tolerance"], b["above"])):
+        if outside:
+            hint = next((h for t, h in hints if (value < t if side == "min" else value > t)), "")
+            message = f"input '{name}' {side} {_short(value)}: {b['expect']}" + (f"; {hint}" if hint else "")
+            return f"{name}_range", message
+    return None
+
+
+def non_finite_rows(outputs, batch):
+    """Boolean [batch]: True for images with a NaN or Inf in any output, or None when all are
+    finite. A finite sum proves a whole output finite in one pass; only an output whose sum is
+    not (a NaN, an Inf, or an overflowing sum) is checked image by image."""
+    bad = None
+    for arr in outputs.values():
+        if np.isfinite(arr.sum(dtype=np.float64)):
+            continue
+        rows = ~np.isfinite(arr.reshape(batch, -1)).all(1)
+        bad = rows if bad is None else bad | rows
+    return bad if bad is not None and bad.any() else None
 
 
 def serving_cores():
@@ -93,6 +135,10 @@ class TritonPythonModel:
         # tensor names and the optional inputs' defaults: written by gatta-export
         self.names = json.loads(params["tensors"])
         self.defaults = json.loads(params["defaults"])
+        # accepted input ranges; a repository exported before they existed has none, and then
+        # only NaN/Inf inputs and non-finite outputs are refused
+        self.bounds = json.loads(params.get("bounds", "{}"))
+        self.reasons = ["shape", "non_finite", *(f"{name}_range" for name in self.bounds), "non_finite_output"]
         self._init_metrics(args["model_name"])
         self._lock = threading.Lock()
         self._reset_pending()
@@ -125,13 +171,13 @@ class TritonPythonModel:
         self.m_lesion = self.f_lesion.Metric(labels=labels)
         self.f_reject = pb_utils.MetricFamily("gatta_rejected_requests_total", "Requests refused, by reason",
                                               pb_utils.MetricFamily.COUNTER)
-        self.m_reject = {r: self.f_reject.Metric(labels={**labels, "reason": r}) for r in ("shape", "non_finite")}
+        self.m_reject = {r: self.f_reject.Metric(labels={**labels, "reason": r}) for r in self.reasons}
 
     # -- metrics: accumulate here, flush from a thread -------------------------------------
     def _reset_pending(self):
         self.p_top, self.p_conf = [], []  # per batch: top-1 class and probability of each image
         self.p_lesion = 0
-        self.p_reject = {"shape": 0, "non_finite": 0}
+        self.p_reject = dict.fromkeys(self.reasons, 0)
         self.p_gatta = {}  # the last batch's gatta maps, by layer
 
     def _flush(self):
@@ -184,9 +230,10 @@ class TritonPythonModel:
             if list(arr.shape[1:]) != dims:
                 self._reject("shape")
                 raise ValueError(f"input '{name}' has shape {list(arr.shape[1:])} per image, expected {dims}")
-            if not np.isfinite(arr).all():
-                self._reject("non_finite")
-                raise ValueError(f"input '{name}' contains NaN or infinite values")
+            refused = range_error(name, arr, self.bounds)
+            if refused is not None:
+                self._reject(refused[0])
+                raise ValueError(refused[1])
             arrays[name] = arr
         batch = arrays[self.names["image"]].shape[0]
         for name in self.defaults:
@@ -223,11 +270,18 @@ class TritonPythonModel:
         if good:
             # every output is on the way to logits or feeds a metric: computed once for the batch
             outputs = dict(zip(self.output_names, self.session.run(self.output_names, self._join(feeds))))
-            self._record(outputs)
+            total = sum(f[self.names["image"]].shape[0] for f in feeds)
+            bad = non_finite_rows(outputs, total)
+            self._record(outputs, None if bad is None else ~bad)
             start = 0
             lesioned = 0
             for i, f in zip(good, feeds):
                 n = f[self.names["image"]].shape[0]
+                if bad is not None and bad[start:start + n].any():
+                    self._reject("non_finite_output")
+                    responses[i] = self._non_finite_response(f)
+                    start += n
+                    continue
                 # only what the request asked for crosses back to Triton (Triton asks for every
                 # output when a client names none)
                 wanted = requests[i].requested_output_names() or self.output_names
@@ -242,7 +296,29 @@ class TritonPythonModel:
                     self.p_lesion += lesioned
         return responses
 
-    def _record(self, outputs):
+    def _non_finite_response(self, feed):
+        """The error for a request whose outputs came out NaN or Inf from accepted inputs. An
+        optional input it sent away from its default is the likely cause (400, naming it and its
+        accepted range); otherwise the model failed on a valid image (500)."""
+        for name, default in self.defaults.items():
+            arr = feed.get(name)
+            if arr is not None and (arr != default).any():
+                b = self.bounds.get(name)
+                message = (f"the outputs of this request are not finite: input '{name}' (largest magnitude "
+                           f"{_short(np.abs(arr).max())}) drives this model past float32; send smaller values"
+                           + (f" ({b['expect']})" if b else ""))
+                return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
+        image = feed[self.names["image"]]
+        message = (f"the outputs of this request are not finite although its inputs were accepted (image values "
+                   f"in [{_short(image.min())}, {_short(image.max())}]): the model failed on it")
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
+
+    def _record(self, outputs, keep=None):
+        """Metrics of the batch; ``keep``: only these images (the others' outputs are not finite)."""
+        if keep is not None:
+            if not keep.any():
+                return
+            outputs = {name: arr[keep] for name, arr in outputs.items()}
         probs = outputs[self.names["probs"]]
         top = probs.argmax(1)
         conf = probs[np.arange(len(top)), top]
