@@ -283,7 +283,7 @@ class GattaClient:
             name = sources[i] if sources else describe(item)
             results.append(Classification(source=name, lesion=lesion_text, prior=str(prior) if prior is not None else None))
             try:
-                loaded.append((i, load_image(item, self.info.image_size)))
+                loaded.append((i, load_image(item, self.info.preprocessing)))
             except ImageError as exc:
                 results[i].error = str(exc)
                 metrics.ERRORS.labels(kind="image").inc()

@@ -1,7 +1,8 @@
 """Client-side image loading: paths, bytes, PIL images or arrays -> float32 [3, S, S] in [0, 1].
 
 Encoded images go through gattanet's one decoder (:mod:`gatta.decoder`: EXIF orientation,
-RGB, bilinear resize, decompression bombs refused), the same code that training and the
+RGB, the model's recorded preprocessing (``ModelMetadata.preprocessing``: a squash, or a
+resize + centre crop), decompression bombs refused), the same code that training and the
 server-side preprocessing model run.
 """
 
@@ -14,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from gatta.contract import IMAGE, range_error
-from gatta.decoder import IMAGE_SUFFIXES, DecodeError, decode_image, pil_to_array, to_float
+from gatta.decoder import IMAGE_SUFFIXES, DecodeError, Preprocessing, decode_image, pil_to_array, to_float
 
 ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray]
 ImageError = DecodeError  # an input that is not a usable image; the message says why
@@ -32,8 +33,9 @@ def describe(item: ImageLike) -> str:
     return f"<{type(item).__name__}>"
 
 
-def load_image(item: ImageLike, size: int) -> np.ndarray:
-    """One image as float32 [3, size, size] in [0, 1]; raises ImageError with the reason."""
+def load_image(item: ImageLike, size: int | Preprocessing) -> np.ndarray:
+    """One image as float32 [3, S, S] in [0, 1]; raises ImageError with the reason. ``size``:
+    the model's preprocessing (``client.info.preprocessing``), or an int S to squash to S x S."""
     if isinstance(item, np.ndarray):
         return _from_array(item, size)
     if isinstance(item, Image.Image):
@@ -45,8 +47,8 @@ def load_image(item: ImageLike, size: int) -> np.ndarray:
     return to_float(decode_image(data, size))
 
 
-def _from_array(arr: np.ndarray, size: int) -> np.ndarray:
-    """HWC or CHW, uint8 (0-255) or float (0-1)."""
+def _from_array(arr: np.ndarray, size: int | Preprocessing) -> np.ndarray:
+    """HWC or CHW, uint8 (0-255) or float (0-1); a float array already S x S is used as is."""
     if arr.ndim != 3 or 3 not in (arr.shape[0], arr.shape[-1]):
         raise ImageError(f"array of shape {arr.shape} is not an RGB image (HWC or CHW)")
     hwc = arr if arr.shape[-1] == 3 else arr.transpose(1, 2, 0)
@@ -58,7 +60,8 @@ def _from_array(arr: np.ndarray, size: int) -> np.ndarray:
     refused = range_error(IMAGE, hwc)  # e.g. 0..255 floats, which the resize below would clip
     if refused is not None:
         raise ImageError(refused)
-    if hwc.shape[:2] == (size, size):
+    side = size.input_size if isinstance(size, Preprocessing) else size
+    if hwc.shape[:2] == (side, side):
         return hwc.transpose(2, 0, 1).copy()
     return to_float(pil_to_array(Image.fromarray((np.clip(hwc, 0, 1) * 255).round().astype(np.uint8)), size))
 
