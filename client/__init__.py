@@ -6,8 +6,8 @@
             print(r.source, r.label, r.prob)
 """
 
-from .client import ClientError, GattaClient, ServerUnreachable
+from .client import AmbiguousModel, ClientError, GattaClient, ServerUnreachable
 from .images import ImageError, load_image
 from .results import Classification, ModelInfo
 
-__all__ = ["GattaClient", "ClientError", "ServerUnreachable", "Classification", "ModelInfo", "ImageError", "load_image"]
+__all__ = ["GattaClient", "ClientError", "AmbiguousModel", "ServerUnreachable", "Classification", "ModelInfo", "ImageError", "load_image"]

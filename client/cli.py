@@ -13,7 +13,7 @@ import click
 from gatta.lesion import LesionError, full_pattern
 
 from .batch import classify_files, pending
-from .client import ClientError, GattaClient
+from .client import AmbiguousModel, ClientError, GattaClient
 from .images import expand_paths
 
 
@@ -25,7 +25,9 @@ def connection_options(fn):
     for opt in reversed([
         click.option("--url", default=None, help="Server host:port [localhost:8000 http, localhost:8001 grpc]."),
         click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True),
-        click.option("--model", default="gatta", show_default=True, help="Model name on the server."),
+        click.option("--model", default=None,
+                     help="Model name on the server [default: its only gattanet model; when it hosts several, "
+                          "name one]."),
         click.option("--timeout", default=60.0, show_default=True, help="Seconds per request."),
     ]):
         fn = opt(fn)
@@ -218,6 +220,9 @@ def view(url, protocol, model, timeout, host, port):
     \b
     Example:
       gatta-client view --url localhost:8000      # then open http://127.0.0.1:7860/
+
+    The page lists every gattanet model on the server and opens on --model (default: the only
+    one, or the first by name).
     """
     from gatta.extras import MissingExtraError, require
 
@@ -228,7 +233,12 @@ def view(url, protocol, model, timeout, host, port):
         raise click.ClickException(str(exc)) from None
     from .viewer import serve
 
-    client = connect(url, protocol, model, timeout)
+    try:  # the page has a model picker: with several models and no --model, it opens on the first
+        client = GattaClient(_url(url, protocol), protocol, model, timeout=timeout)
+    except AmbiguousModel as exc:
+        client = connect(url, protocol, exc.names[0], timeout)
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"gatta viewer for '{client.info.name}' at {client.url}: open http://{host}:{port}/ (Ctrl-C stops)")
     serve(client, host, port)
 

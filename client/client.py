@@ -4,7 +4,9 @@
     >>> result = client.classify(["cat.jpg"], lesion="c.cdd")[0]
     >>> result.label, result.prob, result.gatta["conv1"].shape
 
-Works for any exported backbone: everything model-specific comes from the server.
+Works for any exported backbone: everything model-specific comes from the server. A server
+may host several gattanet models; ``model=NAME`` picks one, and without it the client takes
+the server's only gattanet model (several: :class:`AmbiguousModel`, naming them).
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ class ServerUnreachable(ClientError):
 
 class InputError(ClientError, ValueError):
     """An input the server would refuse (NaN, Inf, outside its accepted range); never sent."""
+
+
+class AmbiguousModel(ClientError):
+    """No model was named and the server hosts several gattanet models (``names``)."""
+
+    def __init__(self, message: str, names: list[str]):
+        super().__init__(message)
+        self.names = names
 
 
 def _protocol_module(protocol: str):
@@ -108,14 +118,21 @@ class PreparedRequest:
 
 
 class GattaClient:
-    def __init__(self, url: str = "localhost:8000", protocol: str = "http", model: str = "gatta",
+    def __init__(self, url: str = "localhost:8000", protocol: str = "http", model: str | None = None,
                  timeout: float = 60.0, retries: int = 3, backoff: float = 0.2, prior_strength: float = 0.3):
         self.url, self.protocol, self.model = url.removeprefix("http://"), protocol, model
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.prior_strength = prior_strength
         self._module = _protocol_module(protocol)
         self._local = threading.local()
+        if self.model is None:
+            self.model = self._only_model()
         self.info = self._read_model_info()
+
+    def for_model(self, model: str) -> "GattaClient":
+        """A client for another model on the same server, with this one's settings."""
+        return GattaClient(self.url, self.protocol, model, timeout=self.timeout, retries=self.retries,
+                           backoff=self.backoff, prior_strength=self.prior_strength)
 
     # -- transport ------------------------------------------------------------------------
     @property
@@ -165,10 +182,40 @@ class GattaClient:
                            **({"as_json": True} if self.protocol == "grpc" else {}))
         return sorted({m["name"] for m in stats.get("model_stats", [])})
 
+    def _config(self, model: str) -> dict:
+        return self._call("model config", "get_model_config", model,
+                          **({"as_json": True} if self.protocol == "grpc" else {}))
+
+    def gattanet_models(self) -> dict[str, ModelMetadata]:
+        """Every gattanet classifier on the server (name -> its metadata), in name order: the
+        models whose config carries the ``gatta`` parameter (not the _encoded ensembles, the
+        _preprocess models or other systems' models)."""
+        found = {}
+        for name in self.server_models():
+            try:
+                config = self._config(name)
+            except InferenceServerException:  # e.g. unloaded between the two calls
+                continue
+            try:
+                found[name] = ModelMetadata.from_model_config(config)
+            except KeyError:
+                continue
+        return found
+
+    def _only_model(self) -> str:
+        """The default model: the server's only gattanet model; a one-line error otherwise."""
+        names = list(self.gattanet_models())
+        if len(names) == 1:
+            return names[0]
+        if not names:
+            raise ClientError(f"the server at {self.url} hosts no gattanet model; it has: "
+                              f"{', '.join(self.server_models()) or 'no models'}")
+        raise AmbiguousModel(f"the server at {self.url} hosts {len(names)} gattanet models ({', '.join(names)}); "
+                             "choose one with --model NAME", names)
+
     def _read_model_info(self) -> ModelMetadata:
-        kwargs = {"as_json": True} if self.protocol == "grpc" else {}
         try:
-            config = self._call("model config", "get_model_config", self.model, **kwargs)
+            config = self._config(self.model)
         except InferenceServerException as exc:
             models = self.server_models()
             if self.model not in models:

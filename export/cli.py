@@ -15,7 +15,7 @@ require("onnxruntime", "export")
 from gatta import contract  # noqa: E402
 from gatta.training.checkpoint import CheckpointError  # noqa: E402
 
-from .exporter import ExportOptions, export_checkpoint  # noqa: E402
+from .exporter import ExportOptions, export_checkpoint, gattanet_models  # noqa: E402
 from .verify import ExportError  # noqa: E402
 
 from gatta.models import DEFAULT_CHECKPOINT as DEFAULT_CKPT  # noqa: E402
@@ -56,8 +56,11 @@ def _count_or_auto(ctx, param, value):
 @click.option("--ckpt", type=click.Path(path_type=Path), default=DEFAULT_CKPT, show_default=True,
               help="gattanet checkpoint (gatta-train output); default: the bundled CIFAR-10 model.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
-              help="Triton model repository folder (created; other models and versions are kept).")
-@click.option("--name", default="gatta", show_default=True, help="Model name in Triton.")
+              help="Triton model repository folder: created, or added to. Other models in it and other "
+                   "versions of this one are kept; gatta-serve serves every model in it.")
+@click.option("--name", default="gatta", show_default=True,
+              help="Model name in Triton (gatta-client --model NAME). Writes NAME, NAME_preprocess and "
+                   "NAME_encoded; to add a second model to a repository, give it its own name.")
 @click.option("--version", default=1, show_default=True, help="Model version folder.")
 @click.option("--max-batch", default=64, show_default=True, help="Triton max_batch_size.")
 @click.option("--opset", default=17, show_default=True, help="ONNX opset (14..20).")
@@ -81,7 +84,10 @@ def _count_or_auto(ctx, param, value):
 @click.option("--tensorrt-fp16", is_flag=True, help="onnxruntime flavour: enable the TensorRT FP16 execution accelerator.")
 @click.option("--no-encoded", is_flag=True, help="Skip the encoded-image (JPEG/PNG bytes) preprocessing ensemble.")
 @click.option("--no-dynamic-batching", is_flag=True, help="Leave Triton's dynamic batcher off (for A/B benchmarks).")
-@click.option("--force", is_flag=True, help="Replace an existing model version.")
+@click.option("--force", is_flag=True,
+              help="Replace this model's existing version; or, when NAME holds a model of another signature "
+                   "(classes, input size, layers, flavour), replace that model with all its versions. Never "
+                   "touches other models' folders.")
 def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, device, threads, instances, tensorrt_fp16,
          no_encoded, no_dynamic_batching, force):
     """Export a GAttANet checkpoint as one static ONNX graph (both passes unrolled, optional
@@ -91,6 +97,13 @@ def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, de
     Example:
       gatta-export --ckpt runs/head/best.pt --out model_repository --flavor python
       gatta-serve --model-repository model_repository
+
+    \b
+    Several models in one server: export each under its own --name into the same --out.
+      gatta-export --ckpt models/cifar10-toy-d16.pt --out repo --flavor python --name cifar10
+      gatta-export --ckpt runs/resnet/best.pt --out repo --flavor python --name resnet18
+      gatta-serve --model-repository repo
+      gatta-client classify cat.jpg --model resnet18
     """
     opts = ExportOptions(out=out, name=name, version=version, max_batch=max_batch, opset=opset, fp16=fp16,
                          baseline=baseline, flavour=flavour, force=force, threads=threads,
@@ -103,7 +116,10 @@ def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, de
     except (CheckpointError, ExportError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
     click.echo(summary_table(report))
-    click.echo(f"\nmodel repository ready: {', '.join(map(str, report.repositories))}")
+    for repo in report.repositories:
+        models = gattanet_models(repo)
+        click.echo(f"\nmodel repository ready: {repo} (gattanet model{'s' if len(models) > 1 else ''} "
+                   f"{', '.join(models)}; gatta-serve serves {'them all' if len(models) > 1 else 'it'})")
 
 
 if __name__ == "__main__":

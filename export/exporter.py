@@ -3,28 +3,39 @@
 Everything is built in a hidden staging folder inside ``out`` and moved into place only
 after onnx.checker, shape inference and the PyTorch parity check passed; on any failure the
 staging folder is removed, so ``out`` never holds a half-written model.
+
+A repository may hold several models side by side (``gatta-serve`` serves them all): each
+export writes only its own folders, ``<name>``, ``<name>_preprocess`` and ``<name>_encoded``,
+and refuses before any work when one of them belongs to another model.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from google.protobuf import text_format
+
+from gatta import contract
 from gatta.training.checkpoint import CheckpointMeta, load_checkpoint
 
 from .onnx_graph import check_onnx, export_onnx
 from gatta.contract import ModelMetadata
 
-from .repository import DEVICES, FLAVOURS, RepositoryOptions, write_repository
+from .repository import DEVICES, FLAVOURS, RepositoryOptions, read_config, write_repository
 from .signature import signature_for
 from .verify import ExportError, verify_export
 
 OPSETS = range(14, 21)  # what the TorchScript exporter and ONNX Runtime both handle here
+# a folder name Triton, URLs and Prometheus labels all take as is; no leading dot (staging folders)
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -100,15 +111,84 @@ def _check_target(opts: ExportOptions, flavours: list[str]) -> list[Path]:
         raise ExportError(f"cannot create output folder {out}: {exc.strerror}") from None
     if not os.access(out, os.W_OK):
         raise ExportError(f"output folder {out} is not writable")
-    repos = [out] if len(flavours) == 1 else [out / f for f in flavours]
-    for repo in repos:
-        existing = repo / opts.name / str(opts.version)
-        if existing.exists() and not opts.force:
-            raise ExportError(f"{existing} already exists; pass --force to replace it or --version N")
-    return repos
+    if not MODEL_NAME.fullmatch(opts.name):
+        raise ExportError(f"model name {opts.name!r} must be letters, digits, '_', '.' or '-' (not first)")
+    return [out] if len(flavours) == 1 else [out / f for f in flavours]
+
+
+def model_owner(model_dir: Path) -> str | None:
+    """The gattanet model a folder of a repository belongs to: a classifier (its config carries
+    the metadata) owns itself, ``<name>_preprocess`` and the ``<name>_encoded`` ensemble belong
+    to ``<name>``; None for anything else (another system's model, an unreadable config)."""
+    name = model_dir.name
+    try:
+        config = read_config(model_dir / "config.pbtxt")
+    except (OSError, text_format.ParseError):
+        return None
+    if contract.PARAM_METADATA in config.parameters:
+        return name
+    if config.platform == "ensemble" and name.endswith(contract.ENCODED_SUFFIX):
+        base = name.removesuffix(contract.ENCODED_SUFFIX)
+        steps = [step.model_name for step in config.ensemble_scheduling.step]
+        return base if steps == [base + contract.PREPROCESS_SUFFIX, base] else None
+    if name.endswith(contract.PREPROCESS_SUFFIX) and contract.PARAM_TENSORS in config.parameters:
+        return name.removesuffix(contract.PREPROCESS_SUFFIX)
+    return None
+
+
+def gattanet_models(repo: Path) -> list[str]:
+    """The gattanet classifiers in a repository (what ``gatta-client --model`` can name)."""
+    return sorted(p.parent.name for p in Path(repo).glob("*/config.pbtxt") if model_owner(p.parent) == p.parent.name)
+
+
+def _describe(meta: ModelMetadata) -> str:
+    return (f"{len(meta.labels)} classes, {meta.image_size}x{meta.image_size} input, layers "
+            f"{meta.full_pattern or '-'}, {meta.flavour} flavour{', baseline' if meta.baseline else ''}")
+
+
+def _signature(meta: ModelMetadata) -> dict:
+    """What versions of one model must share, since they share its config.pbtxt: the metadata
+    but the trained values in it (class directions, alphas)."""
+    described = meta.to_dict()
+    described.pop("class_keys")
+    described["layers"] = [{k: v for k, v in layer.items() if k != "alpha"} for layer in described["layers"]]
+    return described
+
+
+def _check_neighbours(repo: Path, opts: ExportOptions, meta: ModelMetadata) -> list[Path]:
+    """Refuse, in one line, an export that would overwrite another model's folders, replace a
+    version without --force, or give a served model a second signature; returns the folders to
+    remove before moving the new model in (--force over a model of another signature: all of
+    that model's folders, so no old version is served with the new config)."""
+    name = opts.name
+    family = [name] + ([name + contract.PREPROCESS_SUFFIX, name + contract.ENCODED_SUFFIX] if opts.encoded else [])
+    for folder in family:
+        path = repo / folder
+        if path.exists() and (owner := model_owner(path)) != name:
+            whose = f"model '{owner}'" if owner else "a model that gatta-export did not write for this name"
+            raise ExportError(f"--name {name} would overwrite {path}, which belongs to {whose}; choose another --name")
+    if not (repo / name).exists():
+        return []
+    existing = ModelMetadata.from_json(read_config(repo / name / "config.pbtxt").parameters[contract.PARAM_METADATA]
+                                       .string_value)
+    if _signature(existing) != _signature(meta):
+        if not opts.force:
+            raise ExportError(f"{repo / name} holds another model ({_describe(existing)}) than this checkpoint "
+                              f"({_describe(meta)}); export it beside it with another --name, or pass --force to "
+                              f"replace '{name}' with all its versions")
+        return [p for p in (repo / name, repo / (name + contract.PREPROCESS_SUFFIX),
+                            repo / (name + contract.ENCODED_SUFFIX)) if p.exists() and model_owner(p) == name]
+    version = repo / name / str(opts.version)
+    if version.exists():
+        if not opts.force:
+            raise ExportError(f"{version} already exists; pass --force to replace it or --version N")
+        return [version]
+    return []
 
 
 def _move_into_place(staged_repo: Path, repo: Path) -> None:
+    """Move the staged model folders into ``repo``; other models' folders are never touched,
+    and a model already there keeps its other versions."""
     repo.mkdir(parents=True, exist_ok=True)
     for model_dir in staged_repo.iterdir():
         target = repo / model_dir.name
@@ -127,6 +207,8 @@ def export_checkpoint(ckpt: Path, opts: ExportOptions, progress=lambda msg: None
     flavours = list(FLAVOURS) if opts.flavour == "both" else [opts.flavour]
     repos = _check_target(opts, flavours)
     signature = signature_for(model, baseline=opts.baseline)
+    replaced = {repo: _check_neighbours(repo, opts, dataclasses.replace(signature, flavour=flavour))
+                for flavour, repo in zip(flavours, repos)}
     staging = Path(tempfile.mkdtemp(prefix=".gatta-export-", dir=opts.out))
     try:
         progress("exporting ONNX graph")
@@ -146,10 +228,8 @@ def export_checkpoint(ckpt: Path, opts: ExportOptions, progress=lambda msg: None
             files = write_repository(staged, signature, onnx_path, opts.repository_options(flavour))
             for f in files:
                 report.files[str(repo / f.relative_to(staged))] = f.stat().st_size
-            if opts.force:
-                old = repo / opts.name / str(opts.version)
-                if old.exists():
-                    shutil.rmtree(old)
+            for old in replaced[repo]:  # only with --force (checked above)
+                shutil.rmtree(old)
             _move_into_place(staged, repo)
             report.repositories.append(repo)
         return report

@@ -1,6 +1,10 @@
 """The end-to-end demo behind `make demo`: serve the bundled model with Triton, classify the
 sample images through the client, print predictions, write gatta-map figures, stop, and print
-the command that opens the browser viewer on the same model."""
+the command that opens the browser viewer on the same model.
+
+Several models: `--model a.pt resnet=b.pt` (or `make demo MODEL="a.pt resnet=b.pt"`) serves
+each under its name from one tritonserver and runs the images through every one of them, the
+figures of each in OUT/NAME/."""
 
 from __future__ import annotations
 
@@ -11,38 +15,52 @@ from pathlib import Path
 from gatta.client import GattaClient
 from gatta.client.images import expand_paths
 from gatta.client.maps import maps_figure
-from gatta.serving.default_model import default_repository
+from gatta.serving.default_model import models_repository, named_checkpoints
 from gatta.serving.launcher import start_server
+
+
+def demo_model(client: GattaClient, paths: list[Path], out: Path) -> None:
+    """Classify ``paths`` with one served model: predictions, figures, the lesion's effect."""
+    info = client.info
+    results = client.classify(paths, top_k=3)
+    print(f"\n{info.name}: {len(info.labels)} classes, {info.image_size}x{info.image_size} input, "
+          f"layers {info.full_pattern}")
+    print(f"{'image':<16} {'prediction':<12} {'prob':>6}   top-3")
+    named = [p for p in paths if p.stem in info.labels]  # file names that are this model's classes
+    for path, r in zip(paths, results):
+        top3 = ", ".join(f"{label} {p:.2f}" for label, p in r.top_k)
+        print(f"{path.name:<16} {r.label:<12} {r.prob:>6.2f}   {top3}")
+        maps_figure(r, info, path, out / f"{path.stem}.png")
+    if named:
+        correct = sum(r.label == p.stem for p, r in zip(paths, results) if p in named)
+        print(f"\n{correct}/{len(named)} correct (file names are the true classes)")
+    off = "." * len(info.layers)
+    lesioned = client.classify(paths, lesion=off)
+    changed = sum(a.label != b.label for a, b in zip(results, lesioned))
+    print(f"with attention switched off (lesion '{off}'): {changed} of {len(paths)} predictions change")
+    print(f"gatta-map figures: {out}/*.png (raw maps beside them as .npz)")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, default=Path("models/cifar10-toy-d16.pt"))
+    parser.add_argument("--model", nargs="+", action="extend", metavar="[NAME=]CKPT",
+                        help="Checkpoint(s) to serve (repeatable); default: models/cifar10-toy-d16.pt as 'gatta'. "
+                             "Several: each under NAME, or its file name.")
     parser.add_argument("--images", type=Path, default=Path("samples"))
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
     args = parser.parse_args()
 
     t0 = time.time()
-    repo = default_repository(args.model, "python")
+    models = named_checkpoints(args.model or ["models/cifar10-toy-d16.pt"])
+    repo = models_repository(models, "python")
     print(f"model repository: {repo}")
     with start_server(repo, wait=180) as server:
         print(f"tritonserver ready in {time.time() - t0:.1f} s: HTTP {server.http_url}, gRPC {server.grpc_url}, "
-              f"metrics {server.metrics_url}")
+              f"metrics {server.metrics_url}; models {', '.join(models)}")
         paths = expand_paths([args.images])
-        with GattaClient(server.http_url) as client:
-            results = client.classify(paths, top_k=3)
-            print(f"\n{'image':<16} {'prediction':<12} {'prob':>6}   top-3")
-            correct = 0
-            for path, r in zip(paths, results):
-                correct += r.label == path.stem
-                top3 = ", ".join(f"{label} {p:.2f}" for label, p in r.top_k)
-                print(f"{path.name:<16} {r.label:<12} {r.prob:>6.2f}   {top3}")
-                maps_figure(r, client.info, path, args.out / f"{path.stem}.png")
-            print(f"\n{correct}/{len(paths)} correct (file names are the true classes)")
-            lesioned = client.classify(paths, lesion=".....")
-            changed = sum(a.label != b.label for a, b in zip(results, lesioned))
-            print(f"with attention switched off (lesion '.....'): {changed} of {len(paths)} predictions change")
-        print(f"gatta-map figures: {args.out}/*.png (raw maps beside them as .npz)")
+        for name in models:
+            with GattaClient(server.http_url, model=name) as client:
+                demo_model(client, paths, args.out if len(models) == 1 else args.out / name)
     print(f"server stopped; demo took {time.time() - t0:.1f} s")
     print("\nsee it in a browser: make view    (then open http://127.0.0.1:7860/; Ctrl-C stops)\n"
           "  the same by hand: gatta-serve & gatta-client view --url localhost:8000")

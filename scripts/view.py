@@ -2,6 +2,9 @@
 bundled CIFAR-10 model on free loopback ports, serve `gatta-client view`'s page on --port, stop
 both on Ctrl-C. With --screenshot, drive Debian's chromium through Playwright instead: open
 the page, classify --image, save a PNG of the page, print page-load and round-trip times, stop.
+
+Several models: `--model a.pt resnet=b.pt` (or `make view MODEL="a.pt resnet=b.pt"`) serves each
+under its name from one tritonserver; the page's model picker switches between them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from gatta.client import GattaClient
 from gatta.client.viewer import Viewer
-from gatta.serving.default_model import default_repository
+from gatta.serving.default_model import models_repository, named_checkpoints
 from gatta.serving.launcher import start_server
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu"]
@@ -55,7 +58,9 @@ def screenshot(url: str, image: Path, out: Path, repeats: int = 10) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, default=Path("models/cifar10-toy-d16.pt"))
+    parser.add_argument("--model", nargs="+", action="extend", metavar="[NAME=]CKPT",
+                        help="Checkpoint(s) to serve (repeatable); default: models/cifar10-toy-d16.pt as 'gatta'. "
+                             "Several: each under NAME, or its file name.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--screenshot", type=Path, default=None, help="Save a PNG of the page here and exit.")
@@ -63,12 +68,15 @@ def main():
     args = parser.parse_args()
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind: tritonserver stops with us
-    with start_server(default_repository(args.model, "python"), wait=180) as server:
-        with GattaClient(server.http_url) as client, Viewer(client, args.host, 0 if args.screenshot else args.port) as viewer:
+    models = named_checkpoints(args.model or ["models/cifar10-toy-d16.pt"])
+    with start_server(models_repository(models, "python"), wait=180) as server:
+        with GattaClient(server.http_url, model=next(iter(models))) as client, \
+                Viewer(client, args.host, 0 if args.screenshot else args.port) as viewer:
             if args.screenshot:
                 screenshot(viewer.url + "/", args.image, args.screenshot)
                 return
-            print(f"tritonserver on {server.http_url}; viewer at {viewer.url}/ (Ctrl-C stops both)", flush=True)
+            print(f"tritonserver on {server.http_url} serving {', '.join(models)}; viewer at {viewer.url}/ "
+                  "(Ctrl-C stops both)", flush=True)
             try:
                 while True:
                     time.sleep(3600)

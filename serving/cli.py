@@ -14,8 +14,10 @@ import click
 from gatta.extras import onnxruntime_conflict
 
 from .admin_key import KeyFileError, admin_key
-from .default_model import BUNDLED_CHECKPOINT, default_repository
-from .devices import Placement, PlacementError, placement
+from gatta import contract
+
+from .default_model import BUNDLED_CHECKPOINT, ModelSpecError, models_repository, named_checkpoints
+from .devices import Placement, PlacementError, placement, read_configs
 from .launcher import LaunchError, ServerBinary, find_server, start_server
 from .watchdog import dead_stubs, stub_processes
 
@@ -28,12 +30,20 @@ def check_loadable(repository: Path, binary: ServerBinary) -> Placement:
         raise LaunchError(str(exc)) from None
 
 
+def served_models(repository: Path) -> list[str]:
+    """The gattanet classifiers of a repository (their configs carry the model metadata)."""
+    return sorted(name for name, config in read_configs(repository).items()
+                  if contract.PARAM_METADATA in config.parameters)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model-repository", type=click.Path(path_type=Path), default=None,
-              help="Triton model repository (gatta-export output). Default: the bundled CIFAR-10 model, "
-                   "exported on first use into ~/.cache/gattanet.")
-@click.option("--ckpt", type=click.Path(path_type=Path), default=BUNDLED_CHECKPOINT, show_default=True,
-              help="Checkpoint to serve when no --model-repository is given.")
+              help="Triton model repository (gatta-export output); every model in it is served. Default: the "
+                   "bundled CIFAR-10 model, exported on first use into ~/.cache/gattanet.")
+@click.option("--ckpt", "ckpts", multiple=True, default=[str(BUNDLED_CHECKPOINT)], show_default=True,
+              help="Checkpoint to serve when no --model-repository is given, as PATH or NAME=PATH; repeat it to "
+                   "serve several models side by side. A lone PATH is served as 'gatta', several by their file "
+                   "names (models/a.pt: 'a').")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (0.0.0.0 exposes the server).")
 @click.option("--http-port", default=8000, show_default=True)
 @click.option("--grpc-port", default=8001, show_default=True)
@@ -48,13 +58,19 @@ def check_loadable(repository: Path, binary: ServerBinary) -> Placement:
 @click.option("--admin-key-file", type=click.Path(path_type=Path), default=None,
               help="Admin key for the shared-memory, trace and logging APIs when GATTA_ADMIN_KEY is unset: read "
                    "from this file, or a random key written there (mode 600) when the file does not exist.")
-def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_file, timeout, watchdog_interval,
+def main(model_repository, ckpts, host, http_port, grpc_port, metrics_port, log_file, timeout, watchdog_interval,
          drain_timeout, admin_key_file):
-    """Serve a gattanet model with the real NVIDIA Triton Inference Server, in the foreground.
+    """Serve gattanet models with the real NVIDIA Triton Inference Server, in the foreground.
 
     Uses `tritonserver` from PATH (NVIDIA's container) or the build that ships in the
-    nvidia-pytriton wheel (python backend, CPU). Ctrl-C or SIGTERM stops it gracefully:
-    requests in flight finish first.
+    nvidia-pytriton wheel (python backend, CPU). Ready once every model is; Ctrl-C or SIGTERM
+    stops it gracefully: requests in flight to every model finish first.
+
+    \b
+    Examples:
+      gatta-serve                                        # the bundled CIFAR-10 model, as 'gatta'
+      gatta-serve --model-repository model_repository    # every model gatta-export wrote there
+      gatta-serve --ckpt cifar10=models/cifar10-toy-d16.pt --ckpt resnet18=runs/resnet/best.pt
     """
     stopping = threading.Event()
 
@@ -73,7 +89,7 @@ def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_f
         key = admin_key(admin_key_file, echo)
         binary = find_server()
         if model_repository is None:  # python flavour for a GPU, with its CPU twin: runs on any host
-            model_repository = default_repository(ckpt, "python", echo=echo, device="gpu")
+            model_repository = models_repository(named_checkpoints(ckpts), "python", echo=echo, device="gpu")
         place = check_loadable(Path(model_repository), binary)
         if place.note:
             echo(place.note)
@@ -81,9 +97,10 @@ def main(model_repository, ckpt, host, http_port, grpc_port, metrics_port, log_f
         click.echo(f"starting tritonserver ({binary.origin}) on {model_repository} ...", err=True)
         server = start_server(model_repository, host, http_port, grpc_port, metrics_port, log_file,
                               wait=timeout, binary=binary, extra_args=extra_args, admin_key=key, place=False)
-    except (LaunchError, FileNotFoundError, KeyFileError) as exc:
+    except (LaunchError, FileNotFoundError, KeyFileError, ModelSpecError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
+    click.echo(f"models: {', '.join(served_models(Path(model_repository)))} (gatta-client --model NAME)")
     click.echo(f"log: {server.log_path}")
     stubs = stub_processes(server)
     checked = time.monotonic()

@@ -127,6 +127,7 @@ class TritonProcess:
     admin_key: str
     control_key: str = field(default="", repr=False)
     placement_note: str = ""  # e.g. GPU models on their CPU twin (devices.py)
+    models: list[str] = field(default_factory=list)  # every model of the repository, all loaded at start
 
     @property
     def http_url(self) -> str:
@@ -148,12 +149,22 @@ class TritonProcess:
         except OSError:
             return ""
 
-    def ready(self) -> bool:
+    def _ok(self, path: str) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+            with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=2) as r:
                 return r.status == 200
         except (urllib.error.URLError, OSError):
             return False
+
+    def models_not_ready(self) -> list[str]:
+        """Models of the repository that do not answer ready (all of them while Triton starts)."""
+        return [m for m in self.models if not self._ok(f"/v2/models/{m}/ready")]
+
+    def ready(self) -> bool:
+        """Triton ready and every model of the repository ready. Triton's strict readiness
+        already waits for the models it loads; asking for each one by name also holds when a
+        model is missing from what it loaded."""
+        return self._ok("/v2/health/ready") and not self.models_not_ready()
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -163,7 +174,9 @@ class TritonProcess:
             if self.ready():
                 return
             time.sleep(0.25)
-        raise LaunchError(f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}")
+        waiting = self.models_not_ready() if self._ok("/v2/health/ready") else self.models
+        raise LaunchError(f"tritonserver not ready after {timeout:.0f} s (models not ready: "
+                          f"{', '.join(waiting) or 'none'}):\n{self.log_tail()}")
 
     def pids(self) -> list[int]:
         """tritonserver and its descendants (python-backend stubs)."""
@@ -261,7 +274,8 @@ def start_server(repository: str | Path, host: str = "127.0.0.1", http_port: int
         process = subprocess.Popen(server_command(binary, repository, host, *ports, admin_key, list(extra_args),
                                                   control_key),
                                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    server = TritonProcess(process, host, *ports, log_path, admin_key, control_key, note)
+    models = sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
+    server = TritonProcess(process, host, *ports, log_path, admin_key, control_key, note, models)
     if wait is not None:
         try:
             server.wait_ready(wait)

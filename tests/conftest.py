@@ -43,3 +43,34 @@ def triton(tiny_export):
     server = start_server(tiny_export[0], log_path=tiny_export[0].parent / "triton.log", wait=180)
     yield server
     server.stop()
+
+
+BETA_CLASSES = ["apple", "bee", "cloud", "drum", "egg", "fern", "gate"]
+
+
+@pytest.fixture(scope="session")
+def two_models(tmp_path_factory):
+    """Two GAttANets in one repository, as `gatta-serve --ckpt alpha=... --ckpt beta=...` builds
+    it: alpha (4 classes, 16x16 input, d=8) and beta (7 named classes, 24x24 input, d=4), so
+    labels, input size and every gatta map's shape differ. Returns (repository, {name: ckpt})."""
+    from gatta.serving.default_model import models_repository, named_checkpoints
+
+    from helpers import make_checkpoint
+
+    root = tmp_path_factory.mktemp("two")
+    alpha = make_checkpoint(root / "alpha.pt", num_classes=4, d=8, image_size=16, alpha=0.8)
+    beta = make_checkpoint(root / "beta.pt", num_classes=7, d=4, image_size=24, alpha=-0.6, seed=1,
+                           class_names=BETA_CLASSES)
+    models = named_checkpoints([f"alpha={alpha}", f"beta={beta}"])
+    return models_repository(models, "python", echo=lambda m: None), models
+
+
+@pytest.fixture(scope="session")
+def two_model_triton(two_models, tmp_path_factory):
+    """A real tritonserver serving both models of ``two_models``."""
+    from gatta.serving.launcher import start_server
+
+    log = tmp_path_factory.mktemp("two-log") / "triton.log"
+    server = start_server(two_models[0], log_path=log, wait=180)
+    yield server
+    server.stop()
