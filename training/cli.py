@@ -67,7 +67,11 @@ def run_options(fn):
         click.option("--seed", default=0, show_default=True),
         DEVICE_OPTION,
         click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)."),
-        click.option("--num-workers", default=2, show_default=True, help="Threads that decode images."),
+        click.option("--num-workers", default=2, show_default=True,
+                     help="Threads that decode images (streamed data: DataLoader worker processes per rank)."),
+        click.option("--data-mode", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
+                     help="memory: decode every image once into RAM; stream: read and decode per batch (image "
+                          "folders, plain .tar); auto: stream when the decoded set would pass 4 GiB."),
         click.option("--resume", is_flag=True, help="Continue from OUT/last.pt."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
                      help="bf16: mixed precision (autocast) for the training steps; validation stays fp32. auto: bf16 "
@@ -77,13 +81,13 @@ def run_options(fn):
 
     @functools.wraps(fn)
     def with_run(*, data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed,
-                 device, threads, num_workers, resume, precision, clip_grad, **rest):
+                 device, threads, num_workers, data_mode, resume, precision, clip_grad, **rest):
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(seed)  # head/backbone initialisation is reproducible
         run = RunOptions(data=data, out=out, epochs=epochs, val_size=val_size, split_seed=split_seed,
                          patience=patience, batch_size=batch_size, lr=lr, augmentation=not no_augment,
-                         seed=seed, device=device, num_workers=num_workers, resume=resume,
+                         seed=seed, device=device, num_workers=num_workers, data_mode=data_mode, resume=resume,
                          precision=precision, clip_grad=clip_grad)
         return fn(run, **rest)
 
@@ -122,6 +126,9 @@ def backbone(run, backbone, image_size):
 @click.option("--backbone", "backbone_name", type=click.Choice(sorted(BACKBONES)), default=None, help="torchvision backbone when no --backbone-ckpt.")
 @click.option("--backbone-weights", type=click.Path(exists=True, path_type=Path), help="Local torchvision state-dict file for --backbone.")
 @click.option("--image-size", type=int, default=None, help="Input side (ResNets: 224).")
+@click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="--backbone: evaluation resizes the shorter side to int(size / crop_pct) and crops the "
+                   "centre [0.875, torchvision's 256 -> 224].")
 @click.option("--d", "d", default=16, show_default=True, help="Key/query dimension.")
 @click.option("--iterations", default=1, show_default=True, help="Attention steps (1 = the paper's two passes).")
 @click.option("--l2", type=float, default=None, help="L2 on K/Q weights [paper: 1e-5 toy, 0 ResNet].")
@@ -132,7 +139,7 @@ def backbone(run, backbone, image_size):
 @click.option("--init-ckpt", type=click.Path(path_type=Path), default=None,
               help="Start from this GAttANet checkpoint's head (same backbone), e.g. to keep training a shipped model.")
 @friendly_errors
-def head(run, backbone_ckpt, backbone_name, backbone_weights, image_size, d, iterations, l2, qk_dropout,
+def head(run, backbone_ckpt, backbone_name, backbone_weights, image_size, crop_pct, d, iterations, l2, qk_dropout,
          qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt):
     """Train the attention head (K, Q, alpha) on a frozen backbone. Runs data-parallel under
     torchrun (e.g. ``torchrun --nproc-per-node 2 -m gatta.training.cli head ...``)."""
@@ -140,7 +147,7 @@ def head(run, backbone_ckpt, backbone_name, backbone_weights, image_size, d, ite
         raise click.UsageError("give --backbone-ckpt (toy) or --backbone resnet18/resnet50")
     run.l2 = l2
     best = train_head(run, HeadOptions(d, iterations, qk_dropout, qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt),
-                      backbone_ckpt, backbone_name, backbone_weights, image_size)
+                      backbone_ckpt, backbone_name, backbone_weights, image_size, crop_pct)
     if dist_info()[0] == 0:
         click.echo(f"best epoch {best.get('epoch')}: val_acc {best['val_acc']:.4f} "
                    f"(frozen baseline {best.get('val_baseline_acc', float('nan')):.4f})")

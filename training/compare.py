@@ -67,7 +67,7 @@ def compare_checkpoints(specs: list[str], data: str, noise_sigma: float = 0.0, b
     """``compare`` for checkpoint specs (``PATH`` or ``PATH@T``) on their validation split of ``data``."""
     entries = [parse_entry(spec, device) for spec in specs]
     first = entries[0].model
-    dataset = load_data(data, first.config.image_size, num_workers)
+    dataset = load_data(data, first.config.preprocessing, num_workers)
     check_classes(dataset, data, first.config.num_classes, specs[0])
     indices = split_data(dataset, *entries[0].split)[1]
     return compare(entries, dataset, indices, batch_size, noise_sigma, device)

@@ -5,8 +5,11 @@ Supported sources (``load_images``):
   ``cifar-100-python/``), as users download them;
 - ImageFolder trees ``<root>/<class>/*.jpg`` (also with one ``train/`` level above), e.g. the
   CIFAR-10 JPEG copy or an ImageNet subset resized to ``image_size``;
-- a ``.tar.gz`` of such a tree, read without extracting.
-Decoded arrays are cached under ``$GATTA_CACHE`` (default ``~/.cache/gattanet``).
+- a ``.tar.gz`` of such a tree, read without extracting;
+- the Tiny-ImageNet and ImageNet layouts (a ``train/`` folder beside ``val/``), and any plain
+  ``.tar``, listed by training/layouts.py (``split`` ``test``: the official ``val/``).
+Decoded arrays are cached under ``$GATTA_CACHE`` (default ``~/.cache/gattanet``). Sets too
+large to decode into memory stream instead (training/streaming.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gatta.decoder import IMAGE_SUFFIXES, DecodeError, decode_image
+from gatta.decoder import IMAGE_SUFFIXES, DecodeError, Preprocessing, decode_image
 
 
 class DataError(ValueError):
@@ -47,15 +50,27 @@ def cache_dir() -> Path:
 
 
 # -- loading ------------------------------------------------------------------------------
-def load_images(path: str | Path, image_size: int | None = None, split: str = "train",
+def _decoding_key(image_size: int | Preprocessing | None) -> str:
+    """What of the preprocessing changes decoded pixels; a bilinear squash keeps the key that
+    a plain image size always had, so caches written before the record stay valid."""
+    if not isinstance(image_size, Preprocessing):
+        return str(image_size)
+    if image_size.resize == "squash" and image_size.interpolation == "bilinear":
+        return str(image_size.input_size)
+    return f"{image_size.input_size}:{image_size.resize}:{image_size.crop_pct}:{image_size.interpolation}"
+
+
+def load_images(path: str | Path, image_size: int | Preprocessing | None = None, split: str = "train",
                 workers: int = 2) -> ImageSet:
-    """Load a dataset into memory (see module doc for layouts). ``split``: ``train`` or
+    """Load a dataset into memory (see module doc for layouts). ``image_size``: the model's
+    preprocessing (``GattaConfig.preprocessing``: every picture decoded as evaluation sees it),
+    an int to squash to that square, or None to keep the stored size. ``split``: ``train`` or
     ``test`` for the CIFAR pickles."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"data path {path} does not exist")
     stat = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}|{stat.st_mtime_ns}|{image_size}|{split}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{path.resolve()}|{stat.st_mtime_ns}|{_decoding_key(image_size)}|{split}".encode()).hexdigest()[:16]
     cached = cache_dir() / f"images-{key}.npz"
     if cached.exists():
         z = np.load(cached, allow_pickle=False)
@@ -71,7 +86,18 @@ def load_images(path: str | Path, image_size: int | None = None, split: str = "t
 
 
 def _load_uncached(path: Path, image_size, split, workers) -> ImageSet:
-    if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+    from .layouts import LayoutError, is_plain_tar, list_dataset
+
+    split_layout = path.is_dir() and (path / "train").is_dir() and any(p.name != "train" for p in path.iterdir())
+    if is_plain_tar(path) or split_layout:
+        try:
+            listing = list_dataset(path, "val" if split == "test" else "train")
+        except LayoutError as exc:
+            raise DataError(str(exc)) from None
+        items = [(listing.class_ids[label], listing.read(i)) for i, label in enumerate(listing.labels.tolist())]
+        data = _assemble(items, image_size, workers, path, listing.class_ids)
+        return ImageSet(data.images, data.labels, listing.class_names)
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
         return _load_tar(path, image_size, workers)
     if path.is_dir():
         for name in ("cifar-10-batches-py", "cifar-100-python"):
@@ -108,11 +134,12 @@ def _load_cifar100_pickle(root: Path, split: str) -> ImageSet:
     return ImageSet(torch.from_numpy(x), torch.tensor(batch["fine_labels"]), list(names))
 
 
-def _assemble(items: list[tuple[str, bytes]], image_size, workers, origin) -> ImageSet:
-    """items: (class name, encoded bytes) pairs."""
+def _assemble(items: list[tuple[str, bytes]], image_size, workers, origin, classes=None) -> ImageSet:
+    """items: (class name, encoded bytes) pairs; ``classes``: every class in label order
+    (default: those present, sorted)."""
     if not items:
         raise DataError(f"{origin}: no images found (expected <root>/<class>/*.jpg)")
-    class_names = sorted({c for c, _ in items})
+    class_names = classes or sorted({c for c, _ in items})
     index = {c: i for i, c in enumerate(class_names)}
     def decode(item):
         try:
@@ -213,6 +240,11 @@ def batches(data: ImageSet, indices: torch.Tensor, batch_size: int, generator: t
             augmentation: bool = False, device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (float images in [0, 1] [B, 3, H, W], labels) over ``indices``, in their order
     (callers shuffle the indices); ``generator`` drives the augmentation."""
+    if not isinstance(data, ImageSet):  # streamed (training/streaming.py): decoded as it is read
+        if augmentation:
+            raise ValueError("a streamed dataset augments in its DataLoader workers: use its train_batches")
+        yield from data.eval_batches(indices, batch_size, device)
+        return
     for start in range(0, len(indices), batch_size):
         idx = indices[start : start + batch_size]
         x = data.images[idx].to(device, non_blocking=True).float().div_(255)

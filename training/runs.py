@@ -14,14 +14,14 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
-from .config import GattaConfig
+from gatta.decoder import Preprocessing
+
+from .config import IMAGENET_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, GattaConfig, imagenet_preprocessing
 from .data import DataError, ImageSet, channel_stats, load_images, stratified_split, synthetic_images
 from .model import GattaNet
 from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, Recipe, recipe
+from .streaming import StreamingSet, choose_mode, stream_dataset
 from .train import FitOptions, fit
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -40,7 +40,8 @@ class RunOptions:
     augmentation: bool = True
     seed: int = 0
     device: str = "cpu"
-    num_workers: int = 2  # threads that decode images
+    num_workers: int = 2  # threads that decode images (streamed data: DataLoader worker processes)
+    data_mode: str = "auto"  # memory, stream, or auto: by the decoded size (training/streaming.py)
     resume: bool = False
     clip_grad: float | None = None
     precision: str = "auto"
@@ -69,14 +70,20 @@ class HeadOptions:
 
 
 # -- data ------------------------------------------------------------------------------------
-def load_data(spec: str, image_size: int | None, workers: int = 2) -> ImageSet:
-    """A dataset path, or ``synthetic:N[:classes]`` for generated smoke-test data."""
+def load_data(spec: str, image_size: int | Preprocessing | None, workers: int = 2,
+              mode: str = "auto") -> ImageSet | StreamingSet:
+    """A dataset path, or ``synthetic:N[:classes]`` for generated smoke-test data; in memory
+    or streamed (``mode``: memory, stream or auto, see streaming.choose_mode). ``image_size``:
+    the model's preprocessing, or an int for a squash to that square."""
+    prep = Preprocessing(image_size) if isinstance(image_size, int) else image_size
     if spec.startswith("synthetic"):
         parts = spec.split(":")
         n = int(parts[1]) if len(parts) > 1 else 512
         classes = int(parts[2]) if len(parts) > 2 else 4
-        return synthetic_images(n, classes, image_size or 32)
-    return load_images(spec, image_size, workers=workers)
+        return synthetic_images(n, classes, prep.input_size if prep else 32)
+    if prep is not None and choose_mode(spec, prep.input_size, mode) == "stream":
+        return stream_dataset(spec, prep, workers=workers)
+    return load_images(spec, prep, workers=workers)
 
 
 def split_data(data: ImageSet, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +102,7 @@ def checkpoint_and_images(ckpt, data: str, device: str = "cpu", num_workers: int
     """A checkpoint, its dataset and the indices to evaluate: the checkpoint's own validation
     split (``val``) or every image (``all``)."""
     model, meta = load_checkpoint(ckpt, device)
-    dataset = load_data(data, model.config.image_size, num_workers)
+    dataset = load_data(data, model.config.preprocessing, num_workers)
     check_classes(dataset, data, model.config.num_classes, ckpt)
     if split == "all":
         return model, dataset, torch.arange(len(dataset))
@@ -105,9 +112,9 @@ def checkpoint_and_images(ckpt, data: str, device: str = "cpu", num_workers: int
 # -- runs ------------------------------------------------------------------------------------
 def train_backbone(run: RunOptions, backbone: str = "toy", image_size: int = 32) -> dict:
     """Train a toy backbone from scratch; returns the best epoch's metrics."""
-    dataset = load_data(run.data, image_size, run.num_workers)
+    dataset = load_data(run.data, image_size, run.num_workers, run.data_mode)
     train_idx, val_idx = split_data(dataset, run.val_size, run.split_seed)
-    mean, std = channel_stats(dataset.images[train_idx])
+    mean, std = channel_stats(dataset.sample(train_idx) if isinstance(dataset, StreamingSet) else dataset.images[train_idx])
     config = GattaConfig(backbone=backbone, num_classes=len(dataset.class_names),
                          class_names=dataset.class_names, image_size=image_size, mean=mean, std=std)
     meta = CheckpointMeta(data=str(run.data), val_size=len(val_idx), split_seed=run.split_seed)
@@ -136,9 +143,11 @@ def _load_head(model: GattaNet, init_ckpt: Path) -> None:
 
 def train_head(run: RunOptions, head: HeadOptions, backbone_ckpt: Path | None = None,
                backbone_name: str | None = None, backbone_weights: Path | None = None,
-               image_size: int | None = None) -> dict:
+               image_size: int | None = None, crop_pct: float | None = None) -> dict:
     """Train K, Q and alpha on a frozen backbone: a trained toy checkpoint (its validation
-    split is reused) or a torchvision ResNet with weights from a local file."""
+    split is reused) or a torchvision ResNet with weights from a local file, evaluated as
+    torchvision evaluates it (shorter side to int(size / crop_pct), centre crop; crop_pct
+    default 0.875)."""
     if backbone_ckpt is None and backbone_name is None:
         raise ValueError("give a backbone checkpoint (toy) or a torchvision backbone name (resnet18/resnet50)")
     meta = CheckpointMeta(data=str(run.data), val_size=run.val_size, split_seed=run.split_seed)
@@ -149,8 +158,9 @@ def train_head(run: RunOptions, head: HeadOptions, backbone_ckpt: Path | None = 
                        backbone_ckpt=str(backbone_ckpt), backbone_metrics=base_meta.metrics)
     else:
         cfg = GattaConfig(backbone=backbone_name, num_classes=1000, image_size=image_size or 224,
-                          mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    dataset = load_data(run.data, image_size or cfg.image_size, run.num_workers)
+                          mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                          preprocessing=imagenet_preprocessing(image_size or 224, crop_pct or IMAGENET_CROP_PCT))
+    dataset = load_data(run.data, cfg.preprocessing, run.num_workers, run.data_mode)
     if backbone_ckpt is None:
         cfg.num_classes, cfg.class_names = len(dataset.class_names), dataset.class_names
     else:
@@ -175,7 +185,7 @@ def finetune(run: RunOptions, ckpt: Path, what: str) -> dict:
     if what not in ("joint", "backbone"):
         raise ValueError(f"finetune: {what!r} is not joint or backbone")
     model, base_meta = load_checkpoint(ckpt)
-    dataset = load_data(run.data, model.config.image_size, run.num_workers)
+    dataset = load_data(run.data, model.config.preprocessing, run.num_workers, run.data_mode)
     check_classes(dataset, run.data, model.config.num_classes, ckpt)
     train_idx, val_idx = split_data(dataset, base_meta.val_size, base_meta.split_seed)
     meta = CheckpointMeta(data=str(run.data), init_ckpt=str(ckpt), finetune=what,

@@ -206,17 +206,31 @@ def _resume(model: GattaNet, optimizer, opts: FitOptions, path: Path, rank: int)
     return _Progress(meta.epoch + 1, meta.best, meta.stale)
 
 
-def _train_epoch(objective, model: GattaNet, params, optimizer, data: ImageSet, shard: torch.Tensor,
-                 generator: torch.Generator, epoch: int, opts: FitOptions, hide_bar: bool | None) -> dict:
-    """One pass over ``shard``; returns loss/accuracy sums over this rank's images."""
+def _epoch_batches(data, train_idx: torch.Tensor, generator: torch.Generator, epoch: int, opts: FitOptions,
+                   rank: int, world: int):
+    """(this rank's batches of epoch ``epoch``, their number). In memory: the paper's
+    augmentation on the GPU/CPU batch; streamed: DataLoader workers decode and augment
+    (training/streaming.py), with the same seeded order."""
+    if not isinstance(data, ImageSet):
+        return data.train_batches(train_idx, epoch, opts.seed, opts.batch_size, rank, world,
+                                  opts.augmentation, opts.device)
+    generator.manual_seed(opts.seed * 100003 + epoch)  # same order on every rank, resumable
+    shard = train_idx[torch.randperm(len(train_idx), generator=generator)][rank::world]
+    return (batches(data, shard, opts.batch_size, generator=generator, device=opts.device,
+                    augmentation=opts.augmentation), math.ceil(len(shard) / opts.batch_size))
+
+
+def _train_epoch(objective, model: GattaNet, params, optimizer, epoch_batches, epoch: int, opts: FitOptions,
+                 hide_bar: bool | None) -> dict:
+    """One pass over ``epoch_batches`` (see _epoch_batches); returns loss/accuracy sums over
+    this rank's images."""
     from tqdm.auto import tqdm
 
     layout = torch.channels_last if opts.channels_last else torch.contiguous_format
     model.train()
     t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
-    bar = tqdm(batches(data, shard, opts.batch_size, generator=generator, device=opts.device,
-                       augmentation=opts.augmentation), total=math.ceil(len(shard) / opts.batch_size),
-               desc=f"{opts.stage} epoch {epoch}", leave=False, disable=hide_bar)
+    bar = tqdm(epoch_batches[0], total=epoch_batches[1], desc=f"{opts.stage} epoch {epoch}", leave=False,
+               disable=hide_bar)
     device_type = torch.device(opts.device).type
     for x, y in bar:
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=opts.precision == "bf16"):
@@ -246,9 +260,10 @@ def _print_epoch(stage: str, metrics: dict, improved: bool) -> None:
           f"{metrics['images_per_s']:.0f} img/s{' *' if improved else ''}", flush=True)
 
 
-def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch.Tensor,
+def fit(model: GattaNet, data, train_idx: torch.Tensor, val_idx: torch.Tensor,
         opts: FitOptions) -> dict:
-    """Train ``opts.stage``'s parameters; returns the best epoch's metrics."""
+    """Train ``opts.stage``'s parameters on ``data`` (an in-memory ImageSet or a
+    streaming.StreamingSet); returns the best epoch's metrics."""
     rank, world = dist_info()
     out = Path(opts.out_dir)
     if rank == 0:
@@ -258,7 +273,7 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
     if opts.precision not in PRECISIONS:
         raise ValueError(f"precision {opts.precision!r}: choose one of {', '.join(PRECISIONS)}")
     opts = replace(opts, precision=resolve_precision(opts.precision, opts.stage, opts.device))
-    if torch.device(opts.device).type == "cuda":  # page-locked images: batches copy asynchronously
+    if torch.device(opts.device).type == "cuda" and isinstance(data, ImageSet):  # page-locked: batches copy asynchronously
         data = ImageSet(data.images.pin_memory(), data.labels, data.class_names)
     model.to(opts.device)
     model.to(memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format)
@@ -277,10 +292,8 @@ def fit(model: GattaNet, data: ImageSet, train_idx: torch.Tensor, val_idx: torch
     for epoch in range(state.start_epoch, opts.epochs + 1):
         if state.stale >= opts.patience:
             break
-        g.manual_seed(opts.seed * 100003 + epoch)  # same order on every rank, resumable
-        order = train_idx[torch.randperm(len(train_idx), generator=g)]
-        sums = _train_epoch(objective, model, params, optimizer, data, order[rank::world], g, epoch,
-                            opts, hide_bar)
+        sums = _train_epoch(objective, model, params, optimizer,
+                            _epoch_batches(data, train_idx, g, epoch, opts, rank, world), epoch, opts, hide_bar)
         loss_sum, correct, seen = _all_sum([sums["loss_sum"], sums["correct"], float(sums["seen"])], opts.device)
         metrics = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                    **_validate(model, data, val_idx, opts, rank, world),

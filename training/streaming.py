@@ -1,0 +1,202 @@
+"""Datasets too large for memory, streamed: each item is one file read and decoded by a
+DataLoader worker process, never the whole set at once.
+
+- :class:`StreamingSet`: a :class:`~gatta.training.layouts.Listing` (ImageFolder, Tiny-ImageNet,
+  ImageNet, or a plain .tar of one) with the model's preprocessing. Training pictures get the
+  standard ImageNet augmentation (a random-resized crop to the input size, then a horizontal
+  flip, as torchvision's references/classification); validation pictures the model's
+  evaluation transform through the one decoder (:mod:`gatta.decoder`), exactly as the client
+  and the server see them.
+- :class:`ShardedBatches`: a DistributedSampler-style split under ``torchrun``: seeded, every
+  picture exactly once per epoch across ranks, the same number of steps on every rank,
+  ``set_epoch``. The order depends only on (seed, epoch), and each picture's augmentation on
+  (seed, epoch, picture), so a run resumed at an epoch boundary continues exactly and the
+  result does not depend on the number of workers.
+- :func:`choose_mode`: in memory (decoded once, training/data.py) or streamed, by a flag or by
+  the decoded size.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from gatta.decoder import INTERPOLATIONS, Preprocessing, decode_image, open_image
+
+from .layouts import LayoutError, Listing, is_plain_tar, list_dataset
+
+DATA_MODES = ("auto", "memory", "stream")
+# auto streams a dataset whose pictures, decoded at the model's input size as uint8, would take
+# more than this: CIFAR-10 (0.18 GB) and Tiny-ImageNet at 64 px (1.2 GB) stay in memory,
+# ImageNet-1k at 224 px (190 GB) streams.
+MEMORY_LIMIT_BYTES = 4 * 2**30
+RRC_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop defaults
+RRC_RATIO = (3 / 4, 4 / 3)
+
+
+def choose_mode(source: str | Path, input_size: int, mode: str = "auto") -> str:
+    """``memory`` or ``stream`` for ``source``. CIFAR pickles and .tar.gz files are read whole."""
+    if mode not in DATA_MODES:
+        raise ValueError(f"data mode {mode!r}: choose one of {', '.join(DATA_MODES)}")
+    path = Path(source)
+    readable = path.is_dir() or is_plain_tar(path)
+    cifar = path.is_dir() and any((path / n).exists() for n in ("data_batch_1", "cifar-10-batches-py", "cifar-100-python", "meta"))
+    if mode == "stream" and (not readable or cifar):
+        raise LayoutError(f"{source}: --data-mode stream reads an image folder or a plain .tar; "
+                          "use --data-mode memory for CIFAR pickles and .tar.gz files")
+    if mode != "auto":
+        return mode
+    if not readable or cifar:
+        return "memory"
+    decoded = len(list_dataset(path).files) * 3 * input_size * input_size
+    return "stream" if decoded > MEMORY_LIMIT_BYTES else "memory"
+
+
+# -- transforms -------------------------------------------------------------------------------
+def random_resized_crop_box(width: int, height: int, rng: np.random.Generator,
+                            scale=RRC_SCALE, ratio=RRC_RATIO) -> tuple[int, int, int, int]:
+    """torchvision's ``RandomResizedCrop.get_params`` drawn from ``rng``: (left, top, w, h)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+    in_ratio = width / height  # ten misses: the centre crop, aspect clamped into range
+    w, h = width, height
+    if in_ratio < min(ratio):
+        h = int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        w = int(round(h * max(ratio)))
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def train_array(img, prep: Preprocessing, rng: np.random.Generator) -> np.ndarray:
+    """An upright RGB PIL image -> uint8 [3, S, S]: random-resized crop to the input size with
+    the model's interpolation, then a horizontal flip with probability 1/2."""
+    left, top, w, h = random_resized_crop_box(img.width, img.height, rng)
+    size = prep.input_size
+    img = img.resize((size, size), INTERPOLATIONS[prep.interpolation], box=(left, top, left + w, top + h))
+    arr = np.asarray(img, dtype=np.uint8)
+    if rng.random() < 0.5:
+        arr = arr[:, ::-1]
+    return arr.transpose(2, 0, 1).copy()
+
+
+class Pictures(Dataset):
+    """Item i -> (uint8 [3, S, S], label): one file read and decoded. ``augment``: the training
+    transform, seeded by (seed, epoch, i); else the model's evaluation transform."""
+
+    def __init__(self, listing: Listing, prep: Preprocessing, augment: bool = False, seed: int = 0):
+        self.listing, self.prep, self.augment, self.seed, self.epoch = listing, prep, augment, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.listing)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        data = self.listing.read(i)
+        try:
+            if self.augment:
+                rng = np.random.default_rng([self.seed, self.epoch, i])
+                arr = open_image(data, then=lambda img: train_array(img, self.prep, rng))
+            else:
+                arr = decode_image(data, self.prep)
+        except ValueError as exc:  # DecodeError: name the file
+            raise LayoutError(f"{self.listing.source}: {self.listing.files[i]}: {exc}") from None
+        return torch.from_numpy(arr), int(self.listing.labels[i])
+
+
+# -- the split across ranks -------------------------------------------------------------------
+def epoch_plan(indices: torch.Tensor, epoch: int, seed: int, batch_size: int, rank: int = 0,
+               world: int = 1) -> list[torch.Tensor]:
+    """This rank's batches for one epoch. The epoch's order is the in-memory path's
+    (``randperm`` seeded by seed * 100003 + epoch); each step takes ``batch_size * world``
+    pictures and deals them out ``[rank::world]``. A last step too small to give every rank a
+    picture joins the one before, so all ranks take the same number of steps and every picture
+    is seen exactly once."""
+    if len(indices) < world:
+        raise ValueError(f"{len(indices)} training images cannot be shared by {world} ranks")
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    order = indices[torch.randperm(len(indices), generator=g)]
+    step = batch_size * world
+    steps = max(1, math.ceil(len(order) / step))
+    if steps > 1 and len(order) - (steps - 1) * step < world:
+        steps -= 1
+    bounds = [k * step for k in range(steps)] + [len(order)]
+    return [order[a:b][rank::world] for a, b in zip(bounds, bounds[1:])]
+
+
+class ShardedBatches(Sampler):
+    """Batch sampler over ``indices`` for one rank (see :func:`epoch_plan`); call
+    ``set_epoch`` before each epoch, as with ``DistributedSampler``."""
+
+    def __init__(self, indices: torch.Tensor, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0):
+        self.indices, self.batch_size, self.rank, self.world, self.seed = indices, batch_size, rank, world, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        plan = epoch_plan(self.indices, self.epoch, self.seed, self.batch_size, self.rank, self.world)
+        return (batch.tolist() for batch in plan)
+
+    def __len__(self) -> int:
+        return len(epoch_plan(self.indices, self.epoch, self.seed, self.batch_size, self.rank, self.world))
+
+
+# -- the dataset the training loop sees -------------------------------------------------------
+class StreamingSet:
+    """A listed dataset decoded as it is read, by ``workers`` DataLoader processes. Has the
+    ``labels`` and ``class_names`` of an in-memory ImageSet, so splits and checks are shared."""
+
+    pictures = Pictures  # the Dataset each loader reads through
+
+    def __init__(self, listing: Listing, prep: Preprocessing, workers: int = 2):
+        self.listing, self.prep, self.workers = listing, prep, workers
+        self.labels, self.class_names, self.class_ids = listing.labels, listing.class_names, listing.class_ids
+
+    def __len__(self) -> int:
+        return len(self.listing)
+
+    def _loader(self, dataset: Dataset, batches, device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # its own generator: the loader's worker seeds must not draw from the global RNG, which
+        # drives dropout (and --resume restores); augmentation is seeded per picture anyway
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.workers,
+                            pin_memory=torch.device(device).type == "cuda", generator=torch.Generator(),
+                            prefetch_factor=4 if self.workers else None)
+        for x, y in loader:
+            yield x.to(device, non_blocking=True).float().div_(255), y.to(device, non_blocking=True)
+
+    def train_batches(self, indices: torch.Tensor, epoch: int, seed: int, batch_size: int, rank: int = 0,
+                      world: int = 1, augmentation: bool = True, device="cpu"):
+        """(iterator of (float [B, 3, S, S] in [0, 1], labels), number of steps): this rank's
+        share of epoch ``epoch``."""
+        sampler = ShardedBatches(indices, batch_size, rank, world, seed)
+        sampler.set_epoch(epoch)
+        pictures = self.pictures(self.listing, self.prep, augment=augmentation, seed=seed)
+        pictures.epoch = epoch
+        return self._loader(pictures, sampler, device), len(sampler)
+
+    def eval_batches(self, indices: torch.Tensor, batch_size: int, device="cpu"):
+        """Pictures ``indices`` in order, through the model's evaluation transform."""
+        chunks = [indices[k:k + batch_size].tolist() for k in range(0, len(indices), batch_size)]
+        return self._loader(self.pictures(self.listing, self.prep), chunks, device)
+
+    def sample(self, indices: torch.Tensor, n: int = 1000, seed: int = 0) -> torch.Tensor:
+        """uint8 [n, 3, S, S]: a seeded sample through the evaluation transform (channel stats)."""
+        g = torch.Generator().manual_seed(seed)
+        pick = indices[torch.randperm(len(indices), generator=g)[:n]]
+        return torch.cat([x.mul(255).round().to(torch.uint8) for x, _ in self.eval_batches(pick, 256)])
+
+
+def stream_dataset(source: str | Path, prep: Preprocessing, split: str = "train", workers: int = 2) -> StreamingSet:
+    """A folder or plain .tar as a :class:`StreamingSet` (layouts: training/layouts.py)."""
+    return StreamingSet(list_dataset(source, split), prep, workers)
