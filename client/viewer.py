@@ -1,12 +1,15 @@
-"""``gatta-client view``: a browser viewer for a served gattanet model.
+"""``gatta-client view``: a browser viewer for the gattanet models a server hosts.
 
 One origin serves the page (``client/static/``, no CDN, fonts or analytics) and the small JSON
 API it calls; the API talks to Triton through :class:`GattaClient`, so the browser never needs
 CORS from Triton. Starlette + uvicorn (the ``[view]`` extra): a few hundred kilobytes of pure
 Python that runs offline, where Gradio would bring a large front-end bundle and phone home.
 
-    GET  /api/info                      model, classes, attached layers (paper notation)
-    POST /api/classify?lesion=c.cdd&prior=cat&strength=0.3&top_k=5   body: the image's bytes
+    GET  /api/models                    the server's gattanet models, and the one the page opens on
+    GET  /api/info?model=NAME           model, classes, attached layers (paper notation)
+    POST /api/classify?model=NAME&lesion=c.cdd&prior=cat&strength=0.3&top_k=5   body: the image's bytes
+
+``model`` may be left out: the model the viewer was started on.
 """
 
 from __future__ import annotations
@@ -84,8 +87,43 @@ def classify(client: GattaClient, data: bytes, lesion: str | None, prior: str | 
             "layers": layers, "infer_ms": round(infer_ms, 2)}
 
 
+class ModelClients:
+    """One GattaClient per gattanet model on the server, made on first use with the settings of
+    the client the viewer started on (which stays the default). The model list is read once:
+    ``gatta-serve`` loads every model at start and nobody else may load or unload one."""
+
+    def __init__(self, client: GattaClient):
+        self.default = client.model
+        self.models = client.gattanet_models()
+        self.models.setdefault(client.model, client.info)
+        self._clients = {client.model: client}
+        self._lock = threading.Lock()
+
+    def listing(self) -> dict:
+        return {"default": self.default, "models": [
+            {"name": name, "flavour": m.flavour, "classes": len(m.labels), "image_size": m.image_size,
+             "pattern": m.full_pattern, "baseline": m.baseline} for name, m in self.models.items()]}
+
+    def get(self, name: str | None) -> GattaClient:
+        """The client for ``name`` (None: the default); KeyError for a model not on the list,
+        ClientError when the server cannot describe it."""
+        name = name or self.default
+        if name not in self.models:
+            raise KeyError(name)
+        with self._lock:
+            if name not in self._clients:
+                self._clients[name] = self._clients[self.default].for_model(name)
+            return self._clients[name]
+
+    def close(self) -> None:
+        for name, client in self._clients.items():
+            if name != self.default:  # the caller's own client stays theirs to close
+                client.close()
+
+
 def create_app(client: GattaClient):
-    """The Starlette application: the static page and its API, bound to one GattaClient."""
+    """The Starlette application: the static page and its API, on the server ``client`` talks
+    to, opening on ``client``'s model."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import FileResponse, JSONResponse
@@ -95,13 +133,32 @@ def create_app(client: GattaClient):
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
+    clients = ModelClients(client)
+
     async def index(request):
         return FileResponse(STATIC / "index.html")
 
+    async def models(request):
+        return JSONResponse(clients.listing())
+
+    async def chosen(request) -> GattaClient | JSONResponse:
+        """The client for the request's ``model`` parameter, or the error response to send."""
+        name = request.query_params.get("model") or None
+        try:
+            return await run_in_threadpool(clients.get, name)
+        except KeyError:
+            return error(404, f"unknown model {name!r}; the server's gattanet models: {', '.join(clients.models)}")
+        except ClientError as exc:
+            return error(502, str(exc))
+
     async def info(request):
-        return JSONResponse(model_info(client))
+        client = await chosen(request)
+        return client if isinstance(client, JSONResponse) else JSONResponse(model_info(client))
 
     async def classify_endpoint(request):
+        client = await chosen(request)
+        if isinstance(client, JSONResponse):
+            return client
         q = request.query_params
         try:
             strength = float(q.get("strength", client.prior_strength))
@@ -131,12 +188,15 @@ def create_app(client: GattaClient):
             return error(502, str(exc))
         return JSONResponse(result)
 
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/", index),
+        Route("/api/models", models),
         Route("/api/info", info),
         Route("/api/classify", classify_endpoint, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC)),
     ])
+    app.state.clients = clients
+    return app
 
 
 class Viewer:
@@ -151,7 +211,8 @@ class Viewer:
         self._socket.bind((host, port))
         self.host, self.port = host, self._socket.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
-        config = uvicorn.Config(create_app(client), log_level="warning", lifespan="off")
+        self._app = create_app(client)
+        config = uvicorn.Config(self._app, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 
@@ -168,6 +229,7 @@ class Viewer:
         self._server.should_exit = True
         self._thread.join(10)
         self._socket.close()
+        self._app.state.clients.close()
 
     def __enter__(self):
         return self.start()

@@ -51,16 +51,20 @@ BETA_CLASSES = ["apple", "bee", "cloud", "drum", "egg", "fern", "gate"]
 @pytest.fixture(scope="session")
 def two_models(tmp_path_factory):
     """Two GAttANets in one repository, as `gatta-serve --ckpt alpha=... --ckpt beta=...` builds
-    it: alpha (4 classes, 16x16 input, d=8) and beta (7 named classes, 24x24 input, d=4), so
-    labels, input size and every gatta map's shape differ. Returns (repository, {name: ckpt})."""
+    it: alpha, the toy backbone (4 classes, 16x16 input, d=8, layers cccdd), and beta, a ResNet18
+    with the paper's head (7 named classes, 32x32 input with ImageNet's resize + centre crop, d=4,
+    layers ccccdd: stem, layer1-3, avgpool, logits), so labels, input size, preprocessing, the
+    layer list and every map's shape differ. Returns (repository, {name: checkpoint})."""
     from gatta.serving.default_model import models_repository, named_checkpoints
+    from gatta.training.config import IMAGENET_MEAN, IMAGENET_STD, imagenet_preprocessing
 
     from helpers import make_checkpoint
 
     root = tmp_path_factory.mktemp("two")
     alpha = make_checkpoint(root / "alpha.pt", num_classes=4, d=8, image_size=16, alpha=0.8)
-    beta = make_checkpoint(root / "beta.pt", num_classes=7, d=4, image_size=24, alpha=-0.6, seed=1,
-                           class_names=BETA_CLASSES)
+    beta = make_checkpoint(root / "beta.pt", backbone="resnet18", num_classes=7, d=4, image_size=32, alpha=-0.6,
+                           seed=1, class_names=BETA_CLASSES, qk_batchnorm=True, gatta_layernorm=True,
+                           mean=IMAGENET_MEAN, std=IMAGENET_STD, preprocessing=imagenet_preprocessing(32))
     models = named_checkpoints([f"alpha={alpha}", f"beta={beta}"])
     return models_repository(models, "python", echo=lambda m: None), models
 

@@ -23,9 +23,10 @@ from gatta.serving.launcher import start_server
 from helpers import make_checkpoint
 
 ALL_MODELS = ["alpha", "alpha_encoded", "alpha_preprocess", "beta", "beta_encoded", "beta_preprocess"]
-SHAPES = {  # per model: input side, classes, gatta map shapes (toy backbone: three 2x poolings)
+SHAPES = {  # per model (tests/conftest.py two_models): input side, classes, gatta map per layer
     "alpha": (16, 4, {"conv1": [16, 16], "conv2": [8, 8], "conv3": [4, 4], "dense1": [256], "logits": [4]}),
-    "beta": (24, 7, {"conv1": [24, 24], "conv2": [12, 12], "conv3": [6, 6], "dense1": [256], "logits": [7]}),
+    "beta": (32, 7, {"stem": [16, 16], "layer1": [8, 8], "layer2": [4, 4], "layer3": [2, 2], "avgpool": [512],
+                     "logits": [7]}),
 }
 
 
@@ -114,9 +115,9 @@ def test_each_model_answers_as_onnx_runtime_on_its_own_graph(two_model_triton, t
         with GattaClient(url, protocol, model=name) as client:
             info = client.info
             assert (info.name, info.image_size, len(info.labels)) == (name, size, classes)
-            assert {l.name: l.shape for l in info.layers} == maps
+            assert [(l.name, l.shape) for l in info.layers] == list(maps.items())
             images = _arrays(size)
-            lesion = "c.cd." if name == "alpha" else ".ccdd"
+            lesion = "c.cd." if name == "alpha" else "c.c.d."
             results = client.classify(images, lesion=lesion, top_k=classes)
             mask = np.tile(info.lesion_mask(lesion), (len(images), 1))
             session = ort_session(repo / name / "1" / "model.onnx")

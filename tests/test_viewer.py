@@ -1,6 +1,7 @@
 """The maps renderer, and `gatta-client view` (its API and the page in a real Chromium) against
 the real tritonserver fixture."""
 
+import base64
 import io
 import json
 import shutil
@@ -16,6 +17,8 @@ from gatta.client import GattaClient
 from gatta.client import maps
 from gatta.client.results import Classification, LayerInfo, ModelInfo
 from gatta.client.viewer import Viewer
+
+from conftest import BETA_CLASSES
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu"]
@@ -118,20 +121,31 @@ def test_api_matches_the_client_and_refuses_bad_input_in_one_line(viewer, pictur
 
 
 @pytest.fixture(scope="module")
-def page(viewer):
+def browser():
     from playwright.sync_api import sync_playwright
 
     if not shutil.which(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: `make install` installs Debian's chromium for this test")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.requests = []
-        page.on("request", lambda r: page.requests.append(r.url))
-        page.goto(viewer[0].url + "/")
-        page.wait_for_selector("#toggles input")
-        yield page
+        yield browser
         browser.close()
+
+
+def _open(browser, url):
+    page = browser.new_page()
+    page.requests = []
+    page.on("request", lambda r: page.requests.append(r.url))
+    page.goto(url)
+    page.wait_for_selector("#toggles input")
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(viewer, browser):
+    page = _open(browser, viewer[0].url + "/")
+    yield page
+    page.close()
 
 
 def _settle(page, before: int) -> None:
@@ -221,3 +235,97 @@ def test_viewer_over_grpc_answers_as_over_http(triton, viewer, pictures):
     reference = _post(viewer[0].url, good, lesion="cc.dd", prior="class_1", strength="0.5")[1]
     assert data["on"]["label"] == reference["on"]["label"] and data["lesion"] == "cc.dd"
     assert all(abs(data["probs"][c] - reference["probs"][c]) <= 1e-6 for c in data["probs"])
+
+
+# -- several models: the picker ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_viewer(two_model_triton):
+    """The viewer started on alpha of a server that also hosts beta (tests/conftest.py)."""
+    client = GattaClient(two_model_triton.http_url, model="alpha")
+    with Viewer(client) as v:
+        yield v, client
+    client.close()
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_api_lists_the_models_and_answers_for_each(two_viewer, two_model_triton, pictures):
+    v, _ = two_viewer
+    status, listing = _get(f"{v.url}/api/models")
+    assert status == 200 and listing["default"] == "alpha"
+    assert [(m["name"], m["classes"], m["image_size"], m["pattern"]) for m in listing["models"]] == [
+        ("alpha", 4, 16, "cccdd"), ("beta", 7, 32, "ccccdd")]
+    status, info = _get(f"{v.url}/api/info?model=beta")
+    assert status == 200 and info["labels"] == BETA_CLASSES and info["image_size"] == 32
+    assert [(l["name"], l["kind"], l["shape"]) for l in info["layers"]] == [
+        ("stem", "conv", [16, 16]), ("layer1", "conv", [8, 8]), ("layer2", "conv", [4, 4]),
+        ("layer3", "conv", [2, 2]), ("avgpool", "dense", [512]), ("logits", "dense", [7])]
+    assert _get(f"{v.url}/api/info")[1]["name"] == "alpha"
+    assert _get(f"{v.url}/api/info?model=zeta") == (
+        404, {"error": "unknown model 'zeta'; the server's gattanet models: alpha, beta"})
+
+    good = (pictures / "good.png").read_bytes()
+    beta = GattaClient(two_model_triton.http_url, model="beta")
+    status, data = _post(v.url, good, model="beta", lesion="c.c.d.", prior="fern")
+    assert status == 200 and data["lesion"] == "c.c.d."
+    reference = beta.classify([good], lesion="c.c.d.", prior="fern")[0]
+    assert data["on"]["label"] == reference.label and abs(data["on"]["prob"] - reference.prob) <= 1e-6
+    assert abs(data["off"]["prob"] - beta.classify([good], lesion="......")[0].prob) <= 1e-6
+    layers = {l["name"]: l for l in data["layers"]}
+    assert list(layers) == ["stem", "layer1", "layer2", "layer3", "avgpool", "logits"]
+    for name, side in (("stem", 16), ("layer3", 2)):  # each conv map at its own resolution
+        png = base64.b64decode(layers[name]["map"].split(",", 1)[1])
+        assert Image.open(io.BytesIO(png)).size == (side, side) and "bars" not in layers[name]
+    assert "map" not in layers["avgpool"] and len(layers["avgpool"]["values"]) == 512  # dense: bars
+    assert np.abs(np.array(layers["avgpool"]["values"]) - beta.info.layers[4].alpha * reference.gatta["avgpool"]).max() <= 1e-5
+    assert _post(v.url, good, model="beta", lesion="cccdd")[0] == 400  # alpha's pattern is not beta's
+    assert _post(v.url, good, model="beta", prior="class_1") == (400, {"error": "unknown class 'class_1' for the prior"})
+    beta.close()
+
+
+def test_model_picker_switches_labels_layers_and_size(two_viewer, two_model_triton, browser, pictures):
+    v, alpha = two_viewer
+    page = _open(browser, v.url + "/")
+    path = str(pictures / "good.png")
+    beta = GattaClient(two_model_triton.http_url, model="beta")
+    assert page.eval_on_selector_all("#model-picker option", "os => os.map(o => o.value)") == ["alpha", "beta"]
+    assert page.input_value("#model-picker") == "alpha"
+    _act(page, lambda: page.set_input_files("#file", path))
+    ref = alpha.classify([path])[0]
+    assert page.text_content("#label") == ref.label and page.text_content("#prob") == f"{100 * ref.prob:.1f}%"
+    assert page.text_content("#pattern") == "cccdd" and page.locator("#maps figure[data-layer]").count() == 5
+
+    _act(page, lambda: page.select_option("#model-picker", "beta"))  # the same picture, through beta
+    ref = beta.classify([path])[0]
+    assert page.text_content("#label") == ref.label and page.text_content("#prob") == f"{100 * ref.prob:.1f}%"
+    assert page.text_content("#off-label") == beta.classify([path], lesion="......")[0].label
+    assert "beta (python): 7 classes, 32x32 input, layers ccccdd" in page.text_content("#model")
+    assert page.text_content("#pattern") == "ccccdd" and page.locator("#toggles input").count() == 6
+    figures = page.eval_on_selector_all("#maps figure[data-layer]", "fs => fs.map(f => f.dataset.layer)")
+    assert figures == ["stem", "layer1", "layer2", "layer3", "avgpool", "logits"]
+    assert page.locator("#maps figure[data-layer=stem] .overlay").count() == 1
+    assert page.get_attribute("#maps figure[data-layer=avgpool] img", "alt") == "avgpool bars"
+    assert page.eval_on_selector_all("#prior option", "os => os.map(o => o.value)") == ["", *BETA_CLASSES]
+    assert page.url.endswith("/?model=beta")
+    _act(page, lambda: page.click("#toggles input >> nth=1"))  # a lesion in beta's own notation
+    assert page.text_content("#pattern") == "c.ccdd"
+    assert page.text_content("#label") == beta.classify([path], lesion="c.ccdd")[0].label
+
+    _act(page, lambda: page.select_option("#model-picker", "alpha"))  # and back
+    assert page.text_content("#pattern") == "cccdd" and page.locator("#maps figure[data-layer]").count() == 5
+    assert page.text_content("#label") == alpha.classify([path])[0].label
+
+    page.goto(v.url + "/?model=beta")  # a link to a model opens on it
+    page.wait_for_function("document.body.dataset.model === 'beta'")
+    assert page.input_value("#model-picker") == "beta" and page.locator("#toggles input").count() == 6
+    port = urlsplit(v.url).port
+    assert not [u for u in page.requests if not u.startswith("data:")
+                and (urlsplit(u).hostname, urlsplit(u).port) != ("127.0.0.1", port)]
+    page.close()
+    beta.close()

@@ -1,7 +1,9 @@
-// The viewer page: one image, the controls, and what /api/classify answers. No dependencies.
+// The viewer page: a model picker, one image, the controls, and what /api/classify answers.
+// Nothing here assumes a layer list or an image size: both come from /api/info per model.
+// No dependencies.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { info: null, file: null, mask: [], seq: 0 };
+const state = { model: null, info: null, file: null, mask: [], seq: 0 };
 
 function pattern() {
   return state.info.layers.map((l, i) => (state.mask[i] ? l.letter : ".")).join("");
@@ -15,24 +17,55 @@ function showError(message) {
 
 function percent(p) { return (100 * p).toFixed(1) + "%"; }
 
-async function loadInfo() {
-  const response = await fetch("/api/info");
+async function loadModels() {
+  const response = await fetch("/api/models");
+  const listing = await response.json();
+  for (const m of listing.models) {
+    $("model-picker").add(new Option(`${m.name} (${m.classes} classes, ${m.image_size}x${m.image_size})`, m.name));
+  }
+  // ?model=NAME opens the page on that model (a link to it); else the viewer's default
+  const asked = new URLSearchParams(location.search).get("model");
+  const first = listing.models.some((m) => m.name === asked) ? asked : listing.default;
+  $("model-picker").value = first;
+  await loadInfo(first);
+}
+
+async function loadInfo(model) {
+  const seq = ++state.seq;  // answers still on their way for the previous model are dropped
+  const response = await fetch("/api/info?" + new URLSearchParams({ model }));
   const info = await response.json();
+  if (seq !== state.seq) return;
+  if (info.error) throw new Error(info.error);
+  state.model = model;
   state.info = info;
   state.mask = info.layers.map(() => true);
   $("model").textContent = `${info.name} (${info.flavour}): ${info.labels.length} classes, ` +
     `${info.image_size}x${info.image_size} input, layers ${info.pattern}`;
+  $("toggles").replaceChildren();
   for (const [i, layer] of info.layers.entries()) {
     const label = document.createElement("label");
     label.innerHTML = `<input type="checkbox" checked data-layer="${i}"> ${layer.name} <code>${layer.letter}</code>`;
     label.querySelector("input").addEventListener("change", (e) => { state.mask[i] = e.target.checked; update(); });
     $("toggles").append(label);
   }
+  $("prior").length = 1;  // keep "none"
   for (const name of info.labels) $("prior").add(new Option(name, name));
   $("prior-box").hidden = !info.has_prior;
   $("strength").value = info.prior_strength;
   $("strength-value").textContent = info.prior_strength;
   $("pattern").textContent = pattern();
+  document.body.dataset.model = model;
+  document.body.dataset.pending = "0";
+  if (state.file) classify(); else $("result").hidden = true;
+}
+
+async function chooseModel(model) {
+  history.replaceState(null, "", "?" + new URLSearchParams({ model }));
+  try {
+    await loadInfo(model);
+  } catch (err) {
+    showError(`cannot read model ${model}: ${err.message}`);
+  }
 }
 
 function setAll(on) {
@@ -50,7 +83,7 @@ async function classify() {
   if (!state.file) return;
   const seq = ++state.seq;
   document.body.dataset.pending = "1";
-  const params = new URLSearchParams({ lesion: pattern(), strength: $("strength").value });
+  const params = new URLSearchParams({ model: state.model, lesion: pattern(), strength: $("strength").value });
   if ($("prior").value) params.set("prior", $("prior").value);
   const started = performance.now();
   let data;
@@ -126,6 +159,7 @@ function choose(file) {
   classify();
 }
 
+$("model-picker").addEventListener("change", (e) => chooseModel(e.target.value));
 $("file").addEventListener("change", (e) => choose(e.target.files[0]));
 $("all-on").addEventListener("click", () => setAll(true));
 $("all-off").addEventListener("click", () => setAll(false));
@@ -139,4 +173,4 @@ for (const name of ["dragover", "drop"]) document.addEventListener(name, (e) => 
 $("drop").addEventListener("dragover", () => $("drop").classList.add("over"));
 $("drop").addEventListener("dragleave", () => $("drop").classList.remove("over"));
 $("drop").addEventListener("drop", (e) => { $("drop").classList.remove("over"); choose(e.dataTransfer.files[0]); });
-loadInfo().catch((err) => showError(`cannot read the model: ${err.message}`));
+loadModels().catch((err) => showError(`cannot read the models: ${err.message}`));
