@@ -15,7 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch/torchvision first, pinned: an unpinned resolve could pull a different CUDA build
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[all]'
-	# Debian's prometheus: the monitoring test scrapes a real tritonserver with it
+	# Debian's prometheus: the monitoring tests scrape a real tritonserver with it; its promtool
+	# checks and unit-tests the alerting rules (tests/test_alerts.py)
 	command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	# Debian's chromium: the viewer test drives it with Playwright (never `playwright install`)
