@@ -21,8 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,7 @@ from gatta import contract
 from gatta.bench.interleaved import (Window, interleave, is_busy, latency_overhead, machine_load, ratios,
                                      spread)
 from gatta.bench.graphs import second_pass_rounds
+from gatta.bench.served import InProcess, Served, cpu_per_image
 from gatta.export.exporter import ExportOptions, export_checkpoint
 from gatta.serving.launcher import start_server
 from gatta.training.checkpoint import load_checkpoint
@@ -50,74 +49,6 @@ def machine() -> str:
             f"onnxruntime {ort.__version__}, Triton 2.51 (nvidia-pytriton)")
 
 
-def cpu_seconds(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
-
-
-class InProcess:
-    """ONNX Runtime in this process, default session options (all cores)."""
-
-    def __init__(self, model_path: Path, size: int):
-        quiet = ort.SessionOptions()
-        quiet.log_severity_level = 3  # only silences warnings; every performance option stays default
-        self.session = ort.InferenceSession(str(model_path), quiet, providers=["CPUExecutionProvider"])
-        rng = np.random.default_rng(0)
-        self.feeds = {b: {contract.IMAGE: rng.random((b, 3, size, size), dtype=np.float32)} for b in (1, 16)}
-        self.me = psutil.Process()
-        for b in self.feeds:
-            self.session.run([contract.PROBS], self.feeds[b])
-
-    def window(self, batch: int, seconds: float) -> Window:
-        feeds, run = self.feeds[batch], self.session.run
-        lat, cpu0, t0 = [], cpu_seconds([self.me]), time.perf_counter()
-        while (now := time.perf_counter()) - t0 < seconds:
-            run([contract.PROBS], feeds)
-            lat.append((time.perf_counter() - now) * 1e3)
-        wall = time.perf_counter() - t0
-        return Window(len(lat) * batch, wall, lat, {"cpu_s": {"in-process": cpu_seconds([self.me]) - cpu0}})
-
-
-class Served:
-    """One tritonserver hosting one exported configuration; load comes from gatta.bench.window."""
-
-    def __init__(self, repo: Path, size: int):
-        self.server = start_server(repo, wait=180)
-        self.size = size
-        root = psutil.Process(self.server.process.pid)
-        self.front, self.stubs = [root], root.children(recursive=True)
-
-    def window(self, batch: int, concurrency: int, seconds: float) -> Window:
-        cmd = [sys.executable, "-m", "gatta.bench.window", "--url", self.server.grpc_url, "--protocol", "grpc",
-               "--batch", str(batch), "--concurrency", str(concurrency), "--seconds", str(seconds),
-               "--size", str(self.size)]
-        # Server CPU is read around the whole client process; the client's start-up and warm-up
-        # requests count too, so per-image server CPU is slightly overstated (a few requests).
-        front0, stubs0 = cpu_seconds(self.front), cpu_seconds(self.stubs)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        client = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        out, _ = client.communicate(timeout=seconds + 120)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the one child reaped meanwhile
-        cpu_client = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        if client.returncode != 0:
-            raise RuntimeError(f"load window failed ({' '.join(cmd)}): exit {client.returncode}")
-        r = json.loads(out.strip().splitlines()[-1])
-        if r["failures"]:
-            raise RuntimeError(f"{r['failures']} failed requests in a load window")
-        return Window(r["items"], r["seconds"], r["latencies_ms"],
-                      {"cpu_s": {"client": cpu_client, "tritonserver": cpu_seconds(self.front) - front0,
-                                 "python stubs": cpu_seconds(self.stubs) - stubs0}})
-
-    def stop(self):
-        self.server.stop()
-
-
 def export_config(ckpt: Path, spec: str, out: Path) -> Path:
     """``default``: gatta-export's defaults; ``IxT``: I instances x T ONNX Runtime threads."""
     opts = {"out": out, "flavour": "python"}
@@ -128,10 +59,21 @@ def export_config(ckpt: Path, spec: str, out: Path) -> Path:
     return out
 
 
-def cpu_per_image(windows: list[Window]) -> dict[str, float]:
-    """Median CPU milliseconds per image, per process kind."""
-    kinds = windows[0].extra["cpu_s"]
-    return {k: float(np.median([w.extra["cpu_s"][k] / w.items * 1e3 for w in windows])) for k in kinds}
+def random_resnet(path: Path) -> Path:
+    """A ResNet18 GAttANet as Tiny-ImageNet would train it (64x64, 200 classes, d=8, batch norm
+    on keys/queries, layer norm on gatta), random weights: the graph's cost is the same."""
+    from gatta.training.checkpoint import save_checkpoint
+    from gatta.training.config import GattaConfig
+    from gatta.training.model import GattaNet
+
+    model = GattaNet(GattaConfig(backbone="resnet18", num_classes=200, d=8, image_size=64, alpha_init=0.1,
+                                 qk_batchnorm=True, gatta_layernorm=True)).eval()
+    return save_checkpoint(path, model, {"stage": "head"})
+
+
+def describe(model) -> str:
+    c = model.config
+    return f"{c.backbone} {c.image_size}x{c.image_size}, {c.num_classes} classes, d={c.d}"
 
 
 def main():
@@ -144,6 +86,10 @@ def main():
                         help="served configurations: default (export defaults) and INSTANCESxTHREADS")
     parser.add_argument("--steps-ckpt", type=Path, action="append", default=[],
                         help="more checkpoints (e.g. a T=2 head on the same backbone) for the second-pass cost table")
+    parser.add_argument("--resnet-ckpt", type=Path, default=None,
+                        help="the ResNet rows' model (default: a random-weight ResNet18 GAttANet, 64x64, 200 classes, "
+                             "d=8, the paper's head: timing does not depend on the weights)")
+    parser.add_argument("--no-resnet", action="store_true", help="skip the ResNet rows")
     parser.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from an earlier run's JSON")
     args = parser.parse_args()
     if args.from_json:
@@ -162,6 +108,7 @@ def main():
     model_path = repos[configs[0]] / "gatta" / "1" / "model.onnx"
     size = load_checkpoint(args.ckpt)[0].config.image_size
     local = InProcess(model_path, size)
+    resnet_ckpt = None if args.no_resnet else (args.resnet_ckpt or random_resnet(work / "resnet18.pt"))
     served = {}
     try:
         for c in configs:
@@ -172,6 +119,16 @@ def main():
         for c in configs:
             rows[f"{c} b16 c8"] = lambda s=served[c]: s.window(16, 8, args.seconds)
             rows[f"{c} b1 c1"] = lambda s=served[c]: s.window(1, 1, args.seconds)
+        if resnet_ckpt:
+            say("exporting the ResNet and starting its tritonserver ...")
+            r_size = load_checkpoint(resnet_ckpt)[0].config.image_size
+            r_repo = export_config(resnet_ckpt, "default", work / "resnet")
+            r_local = InProcess(r_repo / "gatta" / "1" / "model.onnx", r_size)
+            served["resnet"] = Served(r_repo, r_size)
+            rows.update({"resnet in-process b16": lambda: r_local.window(16, args.seconds),
+                         "resnet in-process b1": lambda: r_local.window(1, args.seconds),
+                         "resnet b16 c8": lambda s=served["resnet"]: s.window(16, 8, args.seconds),
+                         "resnet b1 c1": lambda s=served["resnet"]: s.window(1, 1, args.seconds)})
         windows = interleave(rows, args.rounds, say)
     finally:
         for s in served.values():
@@ -182,10 +139,24 @@ def main():
         m = load_checkpoint(extra)[0]
         steps[f"{extra.name} (T={m.config.iterations})"] = m
     second_pass = second_pass_rounds(steps, rounds=4 * args.rounds)
+    resnet = None
+    if resnet_ckpt:
+        say("second-pass cost of the ResNet, batch 32 ...")
+        r_model = load_checkpoint(resnet_ckpt)[0]
+        resnet = {"model": describe(r_model), "second_pass": second_pass_rounds({describe(r_model): r_model},
+                                                                                  batch=32, rounds=4 * args.rounds),
+                  "in_process": {"b16": spread([w.per_s for w in windows["resnet in-process b16"]]),
+                                 "b1_p50_ms": spread([float(np.median(w.latencies_ms))
+                                                      for w in windows["resnet in-process b1"]])},
+                  "served": {"b16_c8": spread([w.per_s for w in windows["resnet b16 c8"]]),
+                             "ratio_b16_c8": ratios(windows, "resnet b16 c8", "resnet in-process b16"),
+                             "b1_p50_ms": spread([float(np.median(w.latencies_ms)) for w in windows["resnet b1 c1"]]),
+                             "b1_overhead_ms": latency_overhead(windows, "resnet b1 c1", "resnet in-process b1")}}
     load_end = machine_load()
     result = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "rounds": args.rounds, "seconds": args.seconds, "load_start": load_start, "load_end": load_end,
-              "busy": is_busy(load_start) or is_busy(load_end), "configs": {}, "second_pass": second_pass}
+              "busy": is_busy(load_start) or is_busy(load_end), "configs": {}, "second_pass": second_pass,
+              "resnet": resnet}
     result["in_process"] = {"b16": spread([w.per_s for w in windows["in-process b16"]]),
                             "b1_p50_ms": spread([float(np.median(w.latencies_ms)) for w in windows["in-process b1"]]),
                             "cpu_ms_per_image": cpu_per_image(windows["in-process b16"])}
@@ -258,6 +229,24 @@ def render(result: dict) -> str:
                   "that runs once, from the multiply-adds.", "",
                   "| model | GAttANet / baseline | analytic floor | median / floor |", "|---|---|---|---|"]
         for label, m in sp["models"].items():
+            lines.append(f"| {label} | {_range(m['ratio'], '{:.2f}')}x | {m['floor']:.2f}x | {m['vs_floor']:.2f}x |")
+        lines.append("")
+    rn = result.get("resnet")
+    if rn:
+        sv, ipr = rn["served"], rn["in_process"]
+        lines += [f"## ResNet rows ({rn['model']})", "",
+                  "Export defaults, measured in the same interleaved rounds as the rows above.", "",
+                  "| | Triton | in-process | Triton / in-process |", "|---|---|---|---|",
+                  f"| batch 16, 8 concurrent gRPC requests (img/s) | {_range(sv['b16_c8'])} | {_range(ipr['b16'])} | "
+                  f"{_range(sv['ratio_b16_c8'], '{:.2f}')} |",
+                  f"| batch 1, p50 (ms) | {_range(sv['b1_p50_ms'], '{:.2f}')} | {_range(ipr['b1_p50_ms'], '{:.2f}')} | "
+                  f"added {_range(sv['b1_overhead_ms'], '{:+.2f}')} ms |", ""]
+        rsp = rn["second_pass"]
+        lines += [f"Cost of the second pass, batch 32, {rsp['rounds']} rounds (baseline "
+                  f"{_range(rsp['baseline_ms'], '{:.1f}')} ms a batch); the floor counts the stem "
+                  "(conv1-bn1-ReLU) once:", "",
+                  "| model | GAttANet / baseline | analytic floor | median / floor |", "|---|---|---|---|"]
+        for label, m in rsp["models"].items():
             lines.append(f"| {label} | {_range(m['ratio'], '{:.2f}')}x | {m['floor']:.2f}x | {m['vs_floor']:.2f}x |")
         lines.append("")
     lines += ["## GPU rows", "",
