@@ -19,6 +19,7 @@ execution doubled the time a batch-1 request spent in this model (1.4 ms vs 0.7 
 """
 
 import json
+import math
 import os
 import threading
 
@@ -64,7 +65,7 @@ def range_error(name, values, bounds):
     if values.size == 0:
         return None
     lo, hi = float(values.min()), float(values.max())  # one pass each; NaN or Inf shows in one
-    if not (np.isfinite(lo) and np.isfinite(hi)):
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         return "non_finite", f"input '{name}' contains NaN or infinite values"
     b = bounds.get(name)
     if b is None:
@@ -80,15 +81,15 @@ def range_error(name, values, bounds):
 
 def non_finite_rows(outputs, batch):
     """Boolean [batch]: True for images with a NaN or Inf in any output, or None when all are
-    finite. A finite sum proves a whole output finite in one pass; only an output whose sum is
-    not (a NaN, an Inf, or an overflowing sum) is checked image by image."""
-    bad = None
+    finite. A finite sum of sums proves every output finite, one pass over each (NaN and Inf
+    propagate through sums); only when it is not (a NaN, an Inf, or an overflowing sum) are
+    the outputs checked image by image."""
+    if math.isfinite(sum(float(arr.sum()) for arr in outputs.values())):
+        return None
+    bad = np.zeros(batch, bool)
     for arr in outputs.values():
-        if np.isfinite(arr.sum(dtype=np.float64)):
-            continue
-        rows = ~np.isfinite(arr.reshape(batch, -1)).all(1)
-        bad = rows if bad is None else bad | rows
-    return bad if bad is not None and bad.any() else None
+        bad |= ~np.isfinite(arr.reshape(batch, -1)).all(1)
+    return bad if bad.any() else None
 
 
 def serving_cores():
