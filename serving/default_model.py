@@ -87,8 +87,7 @@ def models_repository(models: dict[str, Path], flavour: str = "python", echo=pri
     h = hashlib.sha256()
     for name, ckpt in sorted(models.items()):
         h.update(f"{name}\0{checkpoint_digest(ckpt)}\0".encode())
-    label = "+".join(f"{name}" if name == Path(ckpt).stem else f"{name}={Path(ckpt).stem}"
-                     for name, ckpt in sorted(models.items()))
+    label = "+".join(sorted(models))[:80]  # readable; the hash is what tells exports apart
     repo = cache_root() / "repositories" / f"{label}-{h.hexdigest()[:16]}-{flavour}-{device}"
     if all((repo / name / "1" / "model.onnx").exists() for name in models):
         return repo
