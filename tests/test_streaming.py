@@ -88,6 +88,8 @@ def test_imagefolder_and_imagenet_layouts(tmp_path):
             _write(tmp_path / "photos" / "all" / c / f"{n}.jpg", _jpeg(n))
     folder = list_dataset(tmp_path / "photos")  # a leading folder every picture shares is not a class
     assert folder.class_ids == folder.class_names == ["cat", "dog"] and len(folder) == 6
+    with pytest.raises(LayoutError, match="no val/ split"):
+        list_dataset(tmp_path / "photos", "val")
     # ImageNet (Kaggle's layout): train/<wnid>/*.JPEG, flat val/ labelled by LOC_val_solution.csv
     net = tmp_path / "imagenet"
     for wnid in WNIDS:
@@ -268,3 +270,9 @@ def test_cli_streams_a_tar_and_resumes(tmp_path):
     assert "resuming head training at epoch 2" in second.stdout
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
+    # the official val/ is the test set: every one of its pictures, through the evaluation transform
+    test = subprocess.run([sys.executable, "-m", "gatta.training.cli", "eval", "--ckpt", str(tmp_path / "run" / "best.pt"),
+                           "--data", str(packed), "--split", "test", "--data-mode", "stream", "--num-workers", "1", "--json"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert test.returncode == 0, test.stderr[-2000:]
+    assert json.loads(test.stdout)["rows"][0]["n"] == 6

@@ -199,7 +199,10 @@ def compare_cmd(entries, data, noise, batch_size, device, as_json, num_workers):
 @main.command("eval")
 @click.option("--ckpt", type=click.Path(path_type=Path), required=True)
 @click.option("--data", required=True, help="Same dataset as training; the checkpoint's validation split is used.")
-@click.option("--split", type=click.Choice(["val", "all"]), default="val", show_default=True)
+@click.option("--split", type=click.Choice(["val", "all", "test"]), default="val", show_default=True,
+              help="val: the checkpoint's validation split; all: every training image; test: the held-out set "
+                   "(CIFAR's test batch, the official val/ of Tiny-ImageNet/ImageNet), to score once at the end.")
+@click.option("--data-mode", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True)
 @click.option("--noise", "noise", type=float, multiple=True, help="Gaussian noise sigma (pixel scale [0,1]); repeat for several.")
 @click.option("--lesion", "lesions", multiple=True, help="Lesion pattern like c.cdd; 'singles' = every single-layer lesion and single-layer-only pattern.")
 @click.option("--batch-size", default=256, show_default=True)
@@ -209,9 +212,9 @@ def compare_cmd(entries, data, noise, batch_size, device, as_json, num_workers):
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
               help="Attention steps at test time [the checkpoint's own].")
 @friendly_errors
-def eval_cmd(ckpt, data, split, noise, lesions, batch_size, device, as_json, num_workers, iterations):
+def eval_cmd(ckpt, data, split, data_mode, noise, lesions, batch_size, device, as_json, num_workers, iterations):
     """Accuracy of the frozen baseline and of GAttANet, under noise and lesions."""
-    model, dataset, indices = checkpoint_and_images(ckpt, data, device, num_workers, split)
+    model, dataset, indices = checkpoint_and_images(ckpt, data, device, num_workers, split, data_mode)
     if iterations:
         model.config.iterations = iterations
     report = run_evaluation(model, dataset, indices, noise or (0.0,), lesions, batch_size, device)

@@ -107,6 +107,8 @@ def _load_uncached(path: Path, image_size, split, workers) -> ImageSet:
             return _load_cifar10_pickle(path, split)
         if (path / "meta").exists() and (path / "train").is_file():
             return _load_cifar100_pickle(path, split)
+        if split != "train":
+            raise DataError(f"{path}: no {split} split (an image folder without train/ and val/ folders is one set)")
         return _load_folder(path, image_size, workers)
     raise DataError(f"{path}: not a directory, CIFAR pickle folder or .tar.gz of images")
 

@@ -147,6 +147,8 @@ def list_dataset(source: str | Path, split: str = "train") -> Listing:
     if not images:
         raise LayoutError(f"{source}: no images found (expected <root>/<class>/*.jpg or a train/ folder)")
     base = _split_base(images)
+    if base is None and split != "train":
+        raise LayoutError(f"{source}: no {split}/ split (an image folder without a train/ folder is one set)")
     if base is None:  # ImageFolder: leading folders every picture shares are not classes
         lead, rel = "", images
         while all(r.count("/") >= 2 for r in rel) and len({r.split("/")[0] for r in rel}) == 1:

@@ -71,10 +71,11 @@ class HeadOptions:
 
 # -- data ------------------------------------------------------------------------------------
 def load_data(spec: str, image_size: int | Preprocessing | None, workers: int = 2,
-              mode: str = "auto") -> ImageSet | StreamingSet:
+              mode: str = "auto", split: str = "train") -> ImageSet | StreamingSet:
     """A dataset path, or ``synthetic:N[:classes]`` for generated smoke-test data; in memory
     or streamed (``mode``: memory, stream or auto, see streaming.choose_mode). ``image_size``:
-    the model's preprocessing, or an int for a squash to that square."""
+    the model's preprocessing, or an int for a squash to that square. ``split``: ``train``, or
+    ``test`` (the CIFAR test batch; the official ``val/`` of Tiny-ImageNet and ImageNet)."""
     prep = Preprocessing(image_size) if isinstance(image_size, int) else image_size
     if spec.startswith("synthetic"):
         parts = spec.split(":")
@@ -82,8 +83,8 @@ def load_data(spec: str, image_size: int | Preprocessing | None, workers: int = 
         classes = int(parts[2]) if len(parts) > 2 else 4
         return synthetic_images(n, classes, prep.input_size if prep else 32)
     if prep is not None and choose_mode(spec, prep.input_size, mode) == "stream":
-        return stream_dataset(spec, prep, workers=workers)
-    return load_images(spec, prep, workers=workers)
+        return stream_dataset(spec, prep, split="val" if split == "test" else split, workers=workers)
+    return load_images(spec, prep, split=split, workers=workers)
 
 
 def split_data(data: ImageSet, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,13 +99,15 @@ def check_classes(dataset: ImageSet, data: str, num_classes: int, source) -> Non
                         f"{source} was trained for {num_classes}")
 
 
-def checkpoint_and_images(ckpt, data: str, device: str = "cpu", num_workers: int = 2, split: str = "val"):
+def checkpoint_and_images(ckpt, data: str, device: str = "cpu", num_workers: int = 2, split: str = "val",
+                          mode: str = "auto"):
     """A checkpoint, its dataset and the indices to evaluate: the checkpoint's own validation
-    split (``val``) or every image (``all``)."""
+    split (``val``), every training image (``all``) or the held-out test set (``test``: CIFAR's
+    test batch, the official ``val/`` folder of Tiny-ImageNet and ImageNet)."""
     model, meta = load_checkpoint(ckpt, device)
-    dataset = load_data(data, model.config.preprocessing, num_workers)
+    dataset = load_data(data, model.config.preprocessing, num_workers, mode, "test" if split == "test" else "train")
     check_classes(dataset, data, model.config.num_classes, ckpt)
-    if split == "all":
+    if split in ("all", "test"):
         return model, dataset, torch.arange(len(dataset))
     return model, dataset, split_data(dataset, meta.val_size, meta.split_seed)[1]
 
