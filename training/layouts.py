@@ -50,13 +50,18 @@ class Listing:
     _handle: object = field(default=None, repr=False, compare=False)
     _pid: int = field(default=-1, repr=False, compare=False)
 
+    def __post_init__(self):
+        # Workers read names from one bytes buffer: touching a million Python strings from
+        # forked workers would copy their pages into every worker (refcount writes).
+        self._names = np.array([f.encode() for f in self.files], dtype=np.bytes_)
+
     def __len__(self) -> int:
         return len(self.files)
 
     def read(self, i: int) -> bytes:
         """The encoded bytes of picture ``i``."""
         if self.tar_spans is None:
-            return (self.source / self.files[i]).read_bytes()
+            return (self.source / self._names[i].decode()).read_bytes()
         if self._pid != os.getpid():  # a forked worker must not share its parent's file position
             self._handle, self._pid = open(self.source, "rb"), os.getpid()
         offset, size = self.tar_spans[i]
