@@ -139,21 +139,33 @@ def classify(inputs, url, protocol, model, timeout, metrics_port, top_k, lesion,
               help="Also send one tiny inference: the liveness check that sees a model which cannot answer "
                    "while Triton still reports ready (container HEALTHCHECK, Kubernetes liveness probe).")
 def health(url, protocol, model, timeout, infer):
-    """Server liveness/readiness and whether the model is ready (exit status 0 only if all are)."""
-    client = connect(url, protocol, model, timeout, retries=0)
+    """Server liveness/readiness and whether the model is ready (exit status 0 only if all are).
+    Without --model on a server with several gattanet models: every one of them."""
     try:
-        state = client.health()
+        clients = [GattaClient(_url(url, protocol), protocol, model, timeout=timeout, retries=0)]
+    except AmbiguousModel as exc:  # a probe of the whole server: each model must answer
+        clients = [connect(url, protocol, name, timeout, retries=0) for name in exc.names]
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
-    line = " ".join(f"{k}={'yes' if v else 'no'}" for k, v in state.items())
-    if infer and all(state.values()):
+    healthy, parts = True, []
+    for client in clients:
         try:
-            line += f" infer=yes ({client.probe() * 1000:.1f} ms)"
+            state = client.health()
         except ClientError as exc:
-            state["infer"] = False
-            line += f" infer=no: {exc}"
-    click.echo(line)
-    sys.exit(0 if all(state.values()) else 1)
+            raise click.ClickException(str(exc)) from None
+        if not parts:
+            parts.append(f"live={'yes' if state['live'] else 'no'} ready={'yes' if state['ready'] else 'no'}")
+        line = ("" if len(clients) == 1 else f"{client.model}: ") + f"model_ready={'yes' if state['model_ready'] else 'no'}"
+        if infer and all(state.values()):
+            try:
+                line += f" infer=yes ({client.probe() * 1000:.1f} ms)"
+            except ClientError as exc:
+                state["infer"] = False
+                line += f" infer=no: {exc}"
+        healthy &= all(state.values())
+        parts.append(line)
+    click.echo((" " if len(clients) == 1 else "; ").join(parts))
+    sys.exit(0 if healthy else 1)
 
 
 @main.command()
