@@ -46,8 +46,8 @@ class Preprocessing:
     resize: str = "squash"  # one of RESIZE_MODES
     crop_pct: float = 1.0  # crop: the centre square's share of the resized shorter side
     interpolation: str = "bilinear"  # a key of INTERPOLATIONS
-    mean: tuple | None = None  # per-channel normalisation on the [0, 1] scale
-    std: tuple | None = None
+    mean: "tuple | None" = None  # per-channel normalisation on the [0, 1] scale (a string: older Pythons in Triton images)
+    std: "tuple | None" = None
 
     def __post_init__(self):
         if int(self.input_size) < 1:
