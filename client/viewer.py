@@ -26,7 +26,7 @@ import numpy as np
 from gatta.lesion import LesionError, full_pattern
 
 from . import maps
-from .client import ClientError, GattaClient
+from .client import ClientError, GattaClient, InputError
 from .images import ImageError, load_image
 
 STATIC = Path(__file__).parent / "static"
@@ -182,7 +182,7 @@ def create_app(client: GattaClient):
                                              prior, strength, top_k)
         except ImageError as exc:
             return error(400, f"not a usable image: {exc}")
-        except LesionError as exc:
+        except (LesionError, InputError) as exc:  # InputError: e.g. a prior strong enough to leave query_bias's range
             return error(400, str(exc))
         except ClientError as exc:  # Triton down or refusing: the viewer stays up and says so
             return error(502, str(exc))

@@ -7,6 +7,7 @@ batch is served."""
 import json
 import shutil
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -260,3 +261,20 @@ def test_non_finite_outputs_are_refused_alone_and_the_rest_of_the_batch_is_serve
         client.close()
     finally:
         server.stop()
+
+
+def test_the_viewer_answers_a_prior_outside_the_range_with_a_400(triton):
+    from gatta.client.viewer import Viewer
+
+    blob = (ROOT / "samples" / "cat.jpg").read_bytes()
+    with GattaClient(triton.http_url, model="gatta") as client, Viewer(client) as viewer:
+        label = client.info.labels[1]
+        request = urllib.request.Request(f"{viewer.url}/api/classify?prior={label}&strength=1e6", data=blob,
+                                         method="POST")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=60)
+        assert info.value.code == 400
+        assert json.loads(info.value.read())["error"] == range_error("query_bias", client.query_bias(1, 1e6))
+        request = urllib.request.Request(f"{viewer.url}/api/classify?prior={label}&strength=0.3", data=blob,
+                                         method="POST")
+        assert urllib.request.urlopen(request, timeout=60).status == 200
