@@ -15,6 +15,7 @@ file's source into the preprocessing model of the Triton repository, which canno
 
 import io
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -46,8 +47,8 @@ class Preprocessing:
     resize: str = "squash"  # one of RESIZE_MODES
     crop_pct: float = 1.0  # crop: the centre square's share of the resized shorter side
     interpolation: str = "bilinear"  # a key of INTERPOLATIONS
-    mean: "tuple | None" = None  # per-channel normalisation on the [0, 1] scale (a string: older Pythons in Triton images)
-    std: "tuple | None" = None
+    mean: Optional[tuple] = None  # per-channel normalisation on the [0, 1] scale
+    std: Optional[tuple] = None  # (Optional, not "| None": the pasted copy may run on Python < 3.10)
 
     def __post_init__(self):
         if int(self.input_size) < 1:
