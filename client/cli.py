@@ -155,7 +155,9 @@ def health(url, protocol, model, timeout, infer):
             raise click.ClickException(str(exc)) from None
         if not parts:
             parts.append(f"live={'yes' if state['live'] else 'no'} ready={'yes' if state['ready'] else 'no'}")
-        line = ("" if len(clients) == 1 else f"{client.model}: ") + f"model_ready={'yes' if state['model_ready'] else 'no'}"
+        line = f"model_ready={'yes' if state['model_ready'] else 'no'}"
+        if len(clients) > 1:
+            line = f"{client.model}: {line}"
         if infer and all(state.values()):
             try:
                 line += f" infer=yes ({client.probe() * 1000:.1f} ms)"

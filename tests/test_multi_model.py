@@ -93,7 +93,8 @@ def test_export_cli_says_how_to_add_a_model(tmp_path):
     assert "Several models in one server" in help_text and "own --name" in help_text
     repo = tmp_path / "repo"
     r = CliRunner().invoke(export_cli, ["--ckpt", str(a), "--out", str(repo), "--flavor", "python", "--no-encoded"])
-    assert r.exit_code == 0 and f"model repository ready: {repo} (gattanet model gatta; gatta-serve serves it)" in r.output
+    assert r.exit_code == 0
+    assert f"model repository ready: {repo} (gattanet model gatta; gatta-serve serves it)" in r.output
     r = CliRunner().invoke(export_cli, ["--ckpt", str(b), "--out", str(repo), "--flavor", "python", "--no-encoded"])
     assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1 and "another --name" in r.output
     r = CliRunner().invoke(export_cli, ["--ckpt", str(b), "--out", str(repo), "--flavor", "python", "--no-encoded",

@@ -283,9 +283,11 @@ def test_api_lists_the_models_and_answers_for_each(two_viewer, two_model_triton,
         png = base64.b64decode(layers[name]["map"].split(",", 1)[1])
         assert Image.open(io.BytesIO(png)).size == (side, side) and "bars" not in layers[name]
     assert "map" not in layers["avgpool"] and len(layers["avgpool"]["values"]) == 512  # dense: bars
-    assert np.abs(np.array(layers["avgpool"]["values"]) - beta.info.layers[4].alpha * reference.gatta["avgpool"]).max() <= 1e-5
+    shown = np.array(layers["avgpool"]["values"])
+    assert np.abs(shown - beta.info.layers[4].alpha * reference.gatta["avgpool"]).max() <= 1e-5
     assert _post(v.url, good, model="beta", lesion="cccdd")[0] == 400  # alpha's pattern is not beta's
-    assert _post(v.url, good, model="beta", prior="class_1") == (400, {"error": "unknown class 'class_1' for the prior"})
+    assert _post(v.url, good, model="beta", prior="class_1") == (
+        400, {"error": "unknown class 'class_1' for the prior"})
     beta.close()
 
 
