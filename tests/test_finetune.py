@@ -150,8 +150,9 @@ def test_recipe_defaults_are_the_papers():
     assert recipe("backbone", "toy-wide").patience == 50
     assert recipe("joint", "toy").lr == pytest.approx(1e-4) and recipe("joint", "toy").patience is None
     assert recipe("finetune-backbone", "toy").l2 == 0.0
-    with pytest.raises(ValueError, match="not trained here"):
-        recipe("backbone", "resnet18")
+    r = recipe("backbone", "resnet18")  # from scratch, torchvision's reference recipe (not the paper's)
+    assert (r.optimizer, r.schedule, r.lr, r.batch_size, r.l2, r.patience) == ("sgd", "cosine", 0.1, 128, 2.5e-4, None)
+    assert (recipe("backbone", "toy").optimizer, recipe("backbone", "toy").schedule) == ("adam", "constant")
 
 
 def test_checkpoint_meta_reads_old_and_partial_dicts():

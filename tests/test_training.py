@@ -122,3 +122,37 @@ def test_resume_applies_the_learning_rate_asked_for(tmp_path):
     saved = torch.load(tmp_path / "last.pt", weights_only=True)["optimizer"]
     assert [g["lr"] for g in saved["param_groups"]] == [1e-3]
     assert [json.loads(l)["lr"] for l in open(tmp_path / "log.jsonl")] == [1e-2, 1e-3]
+
+
+def test_resnet_backbone_from_scratch_sgd_cosine(tmp_path):
+    """gatta-train backbone --backbone resnet18: SGD + cosine decay over --epochs, ImageNet
+    statistics and evaluation transform in the checkpoint."""
+    import json
+
+    from gatta.training.checkpoint import load_checkpoint, read_checkpoint
+    from gatta.training.runs import RunOptions, train_backbone
+
+    opts = RunOptions(data="synthetic:96:3", out=tmp_path / "r18", epochs=3, val_size=24, batch_size=16,
+                      augmentation=False, precision="fp32")
+    train_backbone(opts, "resnet18", image_size=32, crop_pct=1.0)
+    rows = [json.loads(l) for l in (tmp_path / "r18" / "log.jsonl").read_text().splitlines()]
+    assert [round(r["lr"], 6) for r in rows] == [0.1, 0.075, 0.025]
+    payload = read_checkpoint(tmp_path / "r18" / "last.pt")
+    assert "momentum_buffer" in str(payload["optimizer"]["state"][0].keys())  # SGD with momentum
+    model, _ = load_checkpoint(tmp_path / "r18" / "last.pt")
+    prep = model.config.preprocessing
+    assert model.config.backbone == "resnet18" and model.config.mean == (0.485, 0.456, 0.406)
+    assert (prep.resize, prep.crop_pct) == ("crop", 1.0)
+
+
+def test_cosine_schedule_resumes_where_it_stopped():
+    """The rate is a function of the epoch alone, so a resumed run continues the schedule."""
+    import pytest
+
+    from gatta.training.train import FitOptions, epoch_lr
+
+    opts = FitOptions(stage="backbone", out_dir=".", epochs=4, lr=0.2, schedule="cosine")
+    assert [round(epoch_lr(opts, e), 6) for e in range(1, 5)] == [0.2, 0.170711, 0.1, 0.029289]
+    assert epoch_lr(FitOptions(stage="backbone", out_dir=".", lr=1e-3), 40) == 1e-3
+    with pytest.raises(ValueError, match="schedule 'step'"):
+        epoch_lr(FitOptions(stage="backbone", out_dir=".", schedule="step"), 1)

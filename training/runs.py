@@ -1,7 +1,7 @@
 """What each ``gatta-train`` training command does, as library functions (the CLI is a thin
 layer over these; tests call them directly).
 
-- ``train_backbone``: the toy backbone from scratch;
+- ``train_backbone``: a backbone from scratch (the toy models; ResNets as torchvision trains them);
 - ``train_head``: the attention head on a frozen backbone (toy checkpoint or torchvision ResNet);
 - ``finetune``: a trained GAttANet's backbone jointly with its head, or the backbone alone.
 """
@@ -17,6 +17,7 @@ from .checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
 from gatta.decoder import Preprocessing
 
 from .config import IMAGENET_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, GattaConfig, imagenet_preprocessing
+from .backbones import is_toy
 from .data import DataError, ImageSet, channel_stats, load_images, stratified_split, synthetic_images
 from .model import GattaNet
 from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, Recipe, recipe
@@ -45,6 +46,7 @@ class RunOptions:
     resume: bool = False
     clip_grad: float | None = None
     precision: str = "auto"
+    schedule: str | None = None  # constant | cosine; None: the recipe's
 
     def fit_options(self, stage: str, rules: Recipe, meta: CheckpointMeta) -> FitOptions:
         return FitOptions(
@@ -53,7 +55,8 @@ class RunOptions:
             l2=rules.l2 if self.l2 is None else self.l2,
             patience=next(p for p in (self.patience, rules.patience, self.epochs) if p is not None),
             augmentation=self.augmentation, seed=self.seed, device=self.device, resume=self.resume,
-            clip_grad=self.clip_grad, precision=self.precision, run_meta=meta)
+            clip_grad=self.clip_grad, precision=self.precision, run_meta=meta,
+            optimizer=rules.optimizer, schedule=self.schedule or rules.schedule)
 
 
 @dataclass
@@ -113,13 +116,25 @@ def checkpoint_and_images(ckpt, data: str, device: str = "cpu", num_workers: int
 
 
 # -- runs ------------------------------------------------------------------------------------
-def train_backbone(run: RunOptions, backbone: str = "toy", image_size: int = 32) -> dict:
-    """Train a toy backbone from scratch; returns the best epoch's metrics."""
-    dataset = load_data(run.data, image_size, run.num_workers, run.data_mode)
-    train_idx, val_idx = split_data(dataset, run.val_size, run.split_seed)
-    mean, std = channel_stats(dataset.sample(train_idx) if isinstance(dataset, StreamingSet) else dataset.images[train_idx])
+def train_backbone(run: RunOptions, backbone: str = "toy", image_size: int = 32,
+                   crop_pct: float | None = None) -> dict:
+    """Train a backbone from scratch; returns the best epoch's metrics. Toy models normalise
+    with the training images' channel statistics and see the whole (squashed) picture;
+    ResNets use ImageNet's statistics and are evaluated as torchvision evaluates them
+    (shorter side to int(size / crop_pct), centre crop)."""
+    if is_toy(backbone):
+        dataset = load_data(run.data, image_size, run.num_workers, run.data_mode)
+        train_idx, val_idx = split_data(dataset, run.val_size, run.split_seed)
+        mean, std = channel_stats(dataset.sample(train_idx) if isinstance(dataset, StreamingSet)
+                                  else dataset.images[train_idx])
+        extra = {"mean": mean, "std": std}
+    else:
+        prep = imagenet_preprocessing(image_size, crop_pct or IMAGENET_CROP_PCT)
+        dataset = load_data(run.data, prep, run.num_workers, run.data_mode)
+        train_idx, val_idx = split_data(dataset, run.val_size, run.split_seed)
+        extra = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "preprocessing": prep}
     config = GattaConfig(backbone=backbone, num_classes=len(dataset.class_names),
-                         class_names=dataset.class_names, image_size=image_size, mean=mean, std=std)
+                         class_names=dataset.class_names, image_size=image_size, **extra)
     meta = CheckpointMeta(data=str(run.data), val_size=len(val_idx), split_seed=run.split_seed)
     return fit(GattaNet(config), dataset, train_idx, val_idx,
                run.fit_options("backbone", recipe("backbone", backbone), meta))

@@ -1,7 +1,8 @@
 """Training loops: the toy backbone from scratch, and the attention head on a frozen backbone.
 
 Stages: ``backbone`` (the backbone alone), ``head`` (K, Q, alpha on a frozen backbone) and
-``joint`` (backbone and head together, the paper's second open question). All share ``fit``: Adam, seeded shuffling, the paper's augmentation, per-epoch metrics to a
+``joint`` (backbone and head together, the paper's second open question). All share ``fit``:
+Adam (or SGD, with a cosine schedule, for ResNets from scratch), seeded shuffling, the paper's augmentation, per-epoch metrics to a
 JSONL log, early stopping on validation accuracy, ``best.pt`` / ``last.pt`` checkpoints and
 ``--resume`` from ``last.pt``. Head training also runs data-parallel under ``torchrun``
 (gloo on CPU, nccl on GPU); only rank 0 writes files.
@@ -43,10 +44,32 @@ class FitOptions:
     channels_last: bool = True  # oneDNN's fast layout for convolutions and pooling on CPU
     clip_grad: float | None = None  # clip the gradient's global norm (stabilises T >= 2)
     precision: str = "fp32"  # bf16: autocast for the training steps only (validation is fp32); auto: see resolve_precision
+    optimizer: str = "adam"  # adam | sgd (momentum 0.9, Nesterov)
+    schedule: str = "constant"  # constant | cosine (to 0 over ``epochs``)
     run_meta: CheckpointMeta = field(default_factory=CheckpointMeta)  # data, split, origin
 
 
 STAGES = ("backbone", "head", "joint")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine")
+
+
+def make_optimizer(params, opts: FitOptions) -> torch.optim.Optimizer:
+    if opts.optimizer == "adam":
+        return torch.optim.Adam(params, lr=opts.lr)
+    if opts.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=opts.lr, momentum=0.9, nesterov=True)
+    raise ValueError(f"optimizer {opts.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+
+
+def epoch_lr(opts: FitOptions, epoch: int) -> float:
+    """The learning rate of epoch ``epoch`` (1-based): a function of the epoch alone, so a
+    resumed run continues the schedule where it stopped."""
+    if opts.schedule == "constant":
+        return opts.lr
+    if opts.schedule == "cosine":
+        return opts.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / max(opts.epochs, 1)))
+    raise ValueError(f"schedule {opts.schedule!r}: choose one of {', '.join(SCHEDULES)}")
 PRECISIONS = ("fp32", "bf16", "auto")
 
 
@@ -193,12 +216,12 @@ def _resume(model: GattaNet, optimizer, opts: FitOptions, path: Path, rank: int)
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(payload["optimizer"])
     meta = CheckpointMeta.from_dict(payload["meta"])
-    # Adam's saved state carries the old learning rate; the one asked for now wins, so a run
-    # can be resumed with a lower rate once it plateaus.
+    # The optimizer's saved state carries the old learning rate; the one asked for now wins
+    # (fit sets every epoch's rate), so a run can be resumed with a lower rate once it plateaus.
+    resumed_lr = epoch_lr(opts, meta.epoch + 1)
     for group in optimizer.param_groups:
-        if group["lr"] != opts.lr and rank == 0:
-            print(f"learning rate {group['lr']:g} -> {opts.lr:g}")
-        group["lr"] = opts.lr
+        if abs(group["lr"] - resumed_lr) > 1e-12 and rank == 0:
+            print(f"learning rate {group['lr']:g} -> {resumed_lr:g}")
     if "rng_state" in payload:
         torch.set_rng_state(payload["rng_state"])
     if rank == 0:
@@ -278,7 +301,8 @@ def fit(model: GattaNet, data, train_idx: torch.Tensor, val_idx: torch.Tensor,
     model.to(opts.device)
     model.to(memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format)
     params = trainable_parameters(model, opts.stage)
-    optimizer = torch.optim.Adam(params, lr=opts.lr)
+    epoch_lr(opts, 1)  # an unknown schedule fails before any work
+    optimizer = make_optimizer(params, opts)
     state = _Progress()
     if opts.resume and (out / "last.pt").exists():
         state = _resume(model, optimizer, opts, out / "last.pt", rank)
@@ -292,6 +316,8 @@ def fit(model: GattaNet, data, train_idx: torch.Tensor, val_idx: torch.Tensor,
     for epoch in range(state.start_epoch, opts.epochs + 1):
         if state.stale >= opts.patience:
             break
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(opts, epoch)
         sums = _train_epoch(objective, model, params, optimizer,
                             _epoch_batches(data, train_idx, g, epoch, opts, rank, world), epoch, opts, hide_bar)
         loss_sum, correct, seen = _all_sum([sums["loss_sum"], sums["correct"], float(sums["seen"])], opts.device)
