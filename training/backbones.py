@@ -127,9 +127,11 @@ def load_resnet_weights(net: nn.Module, weights: str | Path, arch: str) -> None:
     number of classes (a frozen backbone with a re-initialised ``fc`` would classify at chance)."""
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # missing, truncated, or a pickle of code
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{weights}: cannot read a state dict ({reason})") from None
+    except FileNotFoundError:
+        raise ValueError(f"{weights}: no such file") from None
+    except Exception as exc:  # truncated, foreign, or a pickle that would run code
+        raise ValueError(f"{weights}: cannot read a state dict (not a file written by torch.save(model.state_dict()), "
+                         f"or truncated: {type(exc).__name__})") from None
     if not isinstance(state, dict):
         raise ValueError(f"{weights}: not a torchvision {arch} state dict (a {type(state).__name__})")
     fc = state.get("fc.weight")
