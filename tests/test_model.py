@@ -340,3 +340,19 @@ def test_resnet_weights_load_from_a_local_state_dict(tmp_path):
     torch.save({"not": torch.zeros(1)}, tmp_path / "wrong.pth")
     with pytest.raises(ValueError, match="wrong.pth: not a torchvision resnet18 state dict"):
         GattaNet(GattaConfig(backbone="resnet18", num_classes=5, d=4, image_size=32), backbone_weights=tmp_path / "wrong.pth")
+
+
+@pytest.mark.parametrize("content,message", [
+    ("classes", "its classifier has 1000 classes, the model 5"),
+    ("junk", "cannot read a state dict .not a file written by torch.save"),
+])
+def test_resnet_weights_refused_in_one_line(tmp_path, content, message):
+    import torchvision
+
+    path = tmp_path / "w.pth"
+    if content == "classes":
+        torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    else:
+        path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=message):
+        GattaNet(GattaConfig(backbone="resnet18", num_classes=5, d=4, image_size=32), backbone_weights=path)
