@@ -196,10 +196,8 @@ class GattaClient:
                 config = self._config(name)
             except InferenceServerException:  # e.g. unloaded between the two calls
                 continue
-            try:
+            if contract.is_gattanet_config(config):
                 found[name] = ModelMetadata.from_model_config(config)
-            except KeyError:
-                continue
         return found
 
     def _only_model(self) -> str:
@@ -222,11 +220,10 @@ class GattaClient:
                 raise ClientError(f"model '{self.model}' is not on the server at {self.url}; "
                                   f"it has: {', '.join(models) or 'no models'}") from None
             raise ClientError(f"cannot read model '{self.model}': {str(exc).splitlines()[0]}") from None
-        try:
-            info = ModelMetadata.from_model_config(config)
-        except KeyError:
+        if not contract.is_gattanet_config(config):
             raise ClientError(f"model '{self.model}' at {self.url} is not a gattanet export "
-                              f"(no '{contract.PARAM_METADATA}' parameter)") from None
+                              f"(no '{contract.PARAM_METADATA}' parameter)")
+        info = ModelMetadata.from_model_config(config)
         info.max_batch_size = info.max_batch_size or 1
         self.device = served_device(config)
         return info

@@ -12,7 +12,6 @@ and refuses before any work when one of them belongs to another model.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import dataclasses
@@ -34,8 +33,6 @@ from .signature import signature_for
 from .verify import ExportError, verify_export
 
 OPSETS = range(14, 21)  # what the TorchScript exporter and ONNX Runtime both handle here
-# a folder name Triton, URLs and Prometheus labels all take as is; no leading dot (staging folders)
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -111,7 +108,7 @@ def _check_target(opts: ExportOptions, flavours: list[str]) -> list[Path]:
         raise ExportError(f"cannot create output folder {out}: {exc.strerror}") from None
     if not os.access(out, os.W_OK):
         raise ExportError(f"output folder {out} is not writable")
-    if not MODEL_NAME.fullmatch(opts.name):
+    if not contract.MODEL_NAME.fullmatch(opts.name):
         raise ExportError(f"model name {opts.name!r} must be letters, digits, '_', '.' or '-' (not first)")
     return [out] if len(flavours) == 1 else [out / f for f in flavours]
 
@@ -125,7 +122,7 @@ def model_owner(model_dir: Path) -> str | None:
         config = read_config(model_dir / "config.pbtxt")
     except (OSError, text_format.ParseError):
         return None
-    if contract.PARAM_METADATA in config.parameters:
+    if contract.is_gattanet_config(config):
         return name
     if config.platform == "ensemble" and name.endswith(contract.ENCODED_SUFFIX):
         base = name.removesuffix(contract.ENCODED_SUFFIX)

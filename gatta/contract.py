@@ -1,8 +1,11 @@
 """What crosses the wall between training, export, serving and the client, defined once.
 
-Torch-free (numpy only) so the client, the load tools and the exporter all read it:
+Torch-free (numpy, and Pillow through :mod:`gatta.decoder`) so the client, the load tools and
+the exporter all read it:
 
 - the served tensor names and their dtype, and the defaults of the optional inputs;
+- what a model may be named (:data:`MODEL_NAME`) and what makes a model a gattanet classifier
+  (:func:`is_gattanet_config`);
 - :class:`ModelMetadata`, the model description the exporter writes into the classifier's
   config.pbtxt (parameter ``gatta``) and every reader parses back with :meth:`from_json` /
   :meth:`from_model_config`;
@@ -18,6 +21,7 @@ The lesion notation lives in :mod:`gatta.lesion`; :meth:`ModelMetadata.lesion_ma
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -41,6 +45,10 @@ NUMPY_DTYPE = np.float32
 
 # What an optional input means when the caller leaves it out: the full model, no bias.
 OPTIONAL_DEFAULTS = {LESION_MASK: 1.0, QUERY_BIAS: 0.0}
+
+# A model name: a folder name that Triton, URLs and Prometheus labels all take as is; no leading
+# dot, which marks the exporter's staging folders.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 # Model names of the encoded-image pipeline written beside the classifier <name>.
 PREPROCESS_SUFFIX = "_preprocess"
@@ -203,6 +211,25 @@ class ModelMetadata:
         params = config.get("parameters", {})
         return cls.from_json(params[PARAM_METADATA]["string_value"], name=config.get("name", ""),
                              max_batch_size=int(config.get("max_batch_size", 0)))
+
+
+def is_gattanet_config(config_or_params) -> bool:
+    """Whether a model is a gattanet classifier: its config carries the metadata parameter
+    (``gatta``), which the ``_encoded`` ensembles, the ``_preprocess`` models and other systems'
+    models do not. Takes Triton's model config as protobuf (a config.pbtxt parsed with
+    ``model_config_pb2``) or as JSON (``get_model_config``; gRPC's ``{"config": ...}`` too), or
+    its ``parameters`` alone.
+
+        >>> is_gattanet_config({"name": "gatta", "parameters": {"gatta": {"string_value": "{}"}}})
+        True
+    """
+    config = config_or_params
+    if isinstance(config, dict):
+        config = config.get("config", config)
+        params = config.get("parameters", config)
+    else:
+        params = getattr(config, "parameters", config)
+    return PARAM_METADATA in params
 
 
 def class_directions(logits_keys, logits_alpha: float):

@@ -32,8 +32,7 @@ def check_loadable(repository: Path, binary: ServerBinary) -> Placement:
 
 def served_models(repository: Path) -> list[str]:
     """The gattanet classifiers of a repository (their configs carry the model metadata)."""
-    return sorted(name for name, config in read_configs(repository).items()
-                  if contract.PARAM_METADATA in config.parameters)
+    return sorted(name for name, config in read_configs(repository).items() if contract.is_gattanet_config(config))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,11 +9,11 @@ Several checkpoints can share one repository (``gatta-serve --ckpt a.pt --ckpt r
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
 from pathlib import Path
 from typing import Sequence
 
+from gatta.contract import MODEL_NAME
 from gatta.models import DEFAULT_CHECKPOINT as BUNDLED_CHECKPOINT
 
 from .launcher import cache_root
@@ -59,7 +59,7 @@ def named_checkpoints(specs: Sequence[str | Path]) -> dict[str, Path]:
         name, sep, path = spec.partition("=")
         if not sep:
             name, path = (DEFAULT_NAME if len(specs) == 1 else Path(spec).stem), spec
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        if not MODEL_NAME.fullmatch(name):
             raise ModelSpecError(f"model name {name!r} (from {spec!r}) must be letters, digits, '_', '.' or '-'; "
                                  "name it: NAME=PATH")
         if name in models:

@@ -123,6 +123,9 @@ def test_server_down_and_wrong_model_are_one_line(triton):
         assert "\n" not in message
     with pytest.raises(ClientError, match="it has: gatta, gatta_encoded, gatta_preprocess"):
         GattaClient(triton.http_url, model="resnet")
+    for protocol, url in (("http", triton.http_url), ("grpc", triton.grpc_url)):  # served, but no classifier
+        with pytest.raises(ClientError, match=r"^model 'gatta_encoded' at .* is not a gattanet export \(no 'gatta' "):
+            GattaClient(url, protocol, model="gatta_encoded")
 
 
 def test_retry_decision_is_by_error_type_not_text():

@@ -54,6 +54,30 @@ def test_class_direction_sign_rule_and_prior_bias():
     assert bias.dtype == np.float32 and float(bias @ keys[0]) == pytest.approx(0.5, abs=1e-6)
 
 
+def test_a_gattanet_classifier_is_told_apart_in_every_form_its_config_comes_in():
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    def config(name, params):
+        cfg = mc.ModelConfig(name=name)
+        for key, value in params.items():
+            cfg.parameters[key].string_value = value
+        return cfg
+
+    meta = _meta()
+    classifier = config("gatta", contract.triton_parameters(meta, meta.inputs))
+    others = [config("gatta_preprocess", contract.triton_parameters(None, meta.inputs)),
+              mc.ModelConfig(name="gatta_encoded", platform="ensemble")]
+    as_json = lambda cfg: json_format.MessageToDict(cfg, preserving_proto_field_name=True)  # noqa: E731
+    # config.pbtxt parsed, Triton's HTTP and gRPC (as_json) answers, the parameters alone
+    for form in (lambda c: c, as_json, lambda c: {"config": as_json(c)}, lambda c: c.parameters,
+                 lambda c: dict(c.parameters)):
+        assert contract.is_gattanet_config(form(classifier))
+        assert not any(contract.is_gattanet_config(form(other)) for other in others)
+    assert contract.is_gattanet_config(contract.triton_parameters(meta))
+    assert all(contract.MODEL_NAME.fullmatch(n) for n in ("gatta", "resnet18-v2.1", "A_b", "7"))
+    assert not any(contract.MODEL_NAME.fullmatch(n) for n in (".gatta-export-x", "-a", "a b", "a/b", "é", ""))
+
+
 def _params(cfg):
     return {k: v.string_value for k, v in cfg.parameters.items()}
 
