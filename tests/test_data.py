@@ -50,6 +50,21 @@ def test_image_folder_and_tar(tmp_path):
     assert load_images(tmp_path / "tree", image_size=8).images.shape == (9, 3, 8, 8)
 
 
+def test_a_source_without_a_test_split_refuses_it(tmp_path):
+    """gatta-train eval --split test must not score training pictures as if they were held out."""
+    import tarfile
+
+    from gatta.training.runs import load_data
+
+    write_image_folder(tmp_path / "tree" / "train", n_per_class=2)
+    with tarfile.open(tmp_path / "d.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "tree" / "train", arcname="train")
+    with pytest.raises(DataError, match=r"d\.tar\.gz: no test split in it"):
+        load_images(tmp_path / "d.tar.gz", split="test")
+    with pytest.raises(DataError, match="synthetic:16: no test split in it"):
+        load_data("synthetic:16", 16, split="test")
+
+
 def test_missing_and_empty_data(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_images(tmp_path / "nowhere")

@@ -98,6 +98,9 @@ def _load_uncached(path: Path, image_size, split, workers) -> ImageSet:
         data = _assemble(items, image_size, workers, path, listing.class_ids)
         return ImageSet(data.images, data.labels, listing.class_names)
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+        if split != "train":  # read as one image folder: its pictures are all training pictures
+            raise DataError(f"{path}: no {split} split in it (a .tar.gz of an image folder is one set; "
+                            "--split val scores the checkpoint's validation split)")
         return _load_tar(path, image_size, workers)
     if path.is_dir():
         for name in ("cifar-10-batches-py", "cifar-100-python"):

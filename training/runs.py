@@ -81,6 +81,9 @@ def load_data(spec: str, image_size: int | Preprocessing | None, workers: int = 
     ``test`` (the CIFAR test batch; the official ``val/`` of Tiny-ImageNet and ImageNet)."""
     prep = Preprocessing(image_size) if isinstance(image_size, int) else image_size
     if spec.startswith("synthetic"):
+        if split != "train":
+            raise DataError(f"{spec}: no {split} split in it (synthetic data is one set; "
+                            "--split val scores the checkpoint's validation split)")
         parts = spec.split(":")
         n = int(parts[1]) if len(parts) > 1 else 512
         classes = int(parts[2]) if len(parts) > 2 else 4
