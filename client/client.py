@@ -23,6 +23,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from tritonclient.utils import InferenceServerException
 
 from gatta import contract
+from gatta.bounds import range_error
 from gatta.contract import ModelMetadata
 from gatta.lesion import format_lesion
 
@@ -100,9 +101,9 @@ def served_device(config: dict) -> str:
 
 def check_inputs(feeds: dict[str, np.ndarray]) -> None:
     """Refuse before sending what the server would refuse, in its words: NaN, Inf, or values
-    outside an input's accepted range (``gatta.contract.INPUT_BOUNDS``). Raises InputError."""
+    outside an input's accepted range (``gatta.bounds.INPUT_BOUNDS``). Raises InputError."""
     for name, values in feeds.items():
-        reason = contract.range_error(name, values)
+        reason = range_error(name, values)
         if reason is not None:
             metrics.ERRORS.labels(kind="input").inc()
             raise InputError(reason)

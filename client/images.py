@@ -14,7 +14,8 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
-from gatta.contract import IMAGE, range_error
+from gatta.bounds import range_error
+from gatta.contract import IMAGE
 from gatta.decoder import IMAGE_SUFFIXES, DecodeError, Preprocessing, decode_image, pil_to_array, to_float
 
 ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray]

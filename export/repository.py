@@ -24,11 +24,13 @@ import os
 import shutil
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from gatta import contract
+from gatta.bounds import INPUT_BOUNDS
 from gatta.contract import ModelMetadata, TensorSpec
 
 FLAVOURS = ("onnxruntime", "python")
@@ -112,6 +114,20 @@ def _add_io(config: mc.ModelConfig, inputs, outputs, optional_ok: bool, labels: 
         _tensor(config.output.add(), spec, label_file="labels.txt" if labels and spec.name == contract.PROBS else "")
 
 
+def triton_parameters(meta: ModelMetadata | None = None, inputs: Sequence[TensorSpec] = ()) -> dict[str, str]:
+    """config.pbtxt ``parameters`` carrying the contract into a model: the metadata (when
+    given), the tensor names, the defaults of the optional ``inputs`` and the accepted range
+    of every numeric one (:data:`gatta.bounds.INPUT_BOUNDS`)."""
+    params = {contract.PARAM_TENSORS: json.dumps(contract.tensor_roles()),
+              contract.PARAM_DEFAULTS: json.dumps({t.name: contract.OPTIONAL_DEFAULTS[t.name]
+                                                   for t in inputs if t.optional}),
+              contract.PARAM_BOUNDS: json.dumps({t.name: INPUT_BOUNDS[t.name].to_dict()
+                                                 for t in inputs if t.name in INPUT_BOUNDS})}
+    if meta is not None:
+        params[contract.PARAM_METADATA] = meta.to_json()
+    return params
+
+
 def _set_parameters(config: mc.ModelConfig, params: dict[str, str]) -> None:
     for key, value in params.items():
         config.parameters[key].string_value = value
@@ -159,7 +175,7 @@ def model_config(meta: ModelMetadata, opts: RepositoryOptions) -> mc.ModelConfig
                 feed.zero_data = True
             else:
                 feed.random_data = True
-    params = contract.triton_parameters(dataclasses.replace(meta, flavour=opts.flavour), meta.inputs)
+    params = triton_parameters(dataclasses.replace(meta, flavour=opts.flavour), meta.inputs)
     if not native:
         params["intra_op_threads"] = _threads(opts.threads)
     _set_parameters(config, params)
@@ -172,7 +188,7 @@ def preprocess_config(meta: ModelMetadata, opts: RepositoryOptions) -> mc.ModelC
     _add_io(config, [contract.IMAGE_BYTES_SPEC, *meta.optional_inputs], meta.inputs, optional_ok=True)
     config.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
     config.dynamic_batching.max_queue_delay_microseconds = 200
-    params = contract.triton_parameters(None, meta.inputs)
+    params = triton_parameters(None, meta.inputs)
     params[contract.PARAM_IMAGE_SIZE] = str(meta.image_size)
     params[contract.PARAM_PREPROCESSING] = json.dumps(meta.preprocessing.to_dict())
     _set_parameters(config, params)

@@ -4,8 +4,9 @@ Subpackages follow the data flow: ``gatta.training`` (model, data, training) ->
 ``gatta.export`` (checkpoint -> verified ONNX -> Triton model repository) ->
 ``gatta.serving`` (launch Triton, monitoring) -> ``gatta.client`` (talk to Triton).
 Torch-free modules shared by all of them: ``gatta.contract`` (what crosses a room's wall:
-tensor names, defaults, the model metadata schema), ``gatta.decoder`` (the one image decoder),
-``gatta.lesion`` (the paper's lesion notation) and ``gatta.extras`` (missing pip extras).
+tensor names, defaults, the model metadata schema), ``gatta.bounds`` (the accepted range of
+each input), ``gatta.decoder`` (the one image decoder), ``gatta.lesion`` (the paper's lesion
+notation) and ``gatta.extras`` (missing pip extras).
 """
 
 __version__ = "0.1.0"

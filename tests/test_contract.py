@@ -57,6 +57,8 @@ def test_class_direction_sign_rule_and_prior_bias():
 def test_a_gattanet_classifier_is_told_apart_in_every_form_its_config_comes_in():
     from tritonclient.grpc import model_config_pb2 as mc
 
+    from gatta.export.repository import triton_parameters
+
     def config(name, params):
         cfg = mc.ModelConfig(name=name)
         for key, value in params.items():
@@ -64,8 +66,8 @@ def test_a_gattanet_classifier_is_told_apart_in_every_form_its_config_comes_in()
         return cfg
 
     meta = _meta()
-    classifier = config("gatta", contract.triton_parameters(meta, meta.inputs))
-    others = [config("gatta_preprocess", contract.triton_parameters(None, meta.inputs)),
+    classifier = config("gatta", triton_parameters(meta, meta.inputs))
+    others = [config("gatta_preprocess", triton_parameters(None, meta.inputs)),
               mc.ModelConfig(name="gatta_encoded", platform="ensemble")]
     as_json = lambda cfg: json_format.MessageToDict(cfg, preserving_proto_field_name=True)  # noqa: E731
     # config.pbtxt parsed, Triton's HTTP and gRPC (as_json) answers, the parameters alone
@@ -73,7 +75,7 @@ def test_a_gattanet_classifier_is_told_apart_in_every_form_its_config_comes_in()
                  lambda c: dict(c.parameters)):
         assert contract.is_gattanet_config(form(classifier))
         assert not any(contract.is_gattanet_config(form(other)) for other in others)
-    assert contract.is_gattanet_config(contract.triton_parameters(meta))
+    assert contract.is_gattanet_config(triton_parameters(meta))
     assert all(contract.MODEL_NAME.fullmatch(n) for n in ("gatta", "resnet18-v2.1", "A_b", "7"))
     assert not any(contract.MODEL_NAME.fullmatch(n) for n in (".gatta-export-x", "-a", "a b", "a/b", "é", ""))
 

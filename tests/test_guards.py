@@ -20,7 +20,8 @@ from tritonclient.utils import InferenceServerException
 
 from gatta import contract
 from gatta.client.client import GattaClient, InputError
-from gatta.contract import CPU_CONFIG_NAME, ModelMetadata, range_error
+from gatta.bounds import INPUT_BOUNDS, range_error
+from gatta.contract import CPU_CONFIG_NAME, ModelMetadata
 from gatta.export.repository import read_config
 from gatta.export.verify import ort_session
 from gatta.serving.launcher import start_server
@@ -114,7 +115,7 @@ def _reference(repo, **feeds):
 
 def test_exported_configs_carry_the_contracts_bounds(tiny_export):
     repo = tiny_export[0]
-    expected = {name: b.to_dict() for name, b in contract.INPUT_BOUNDS.items()}
+    expected = {name: b.to_dict() for name, b in INPUT_BOUNDS.items()}
     for path in (repo / "gatta" / "config.pbtxt", repo / "gatta" / "configs" / f"{CPU_CONFIG_NAME}.pbtxt",
                  repo / "gatta_preprocess" / "config.pbtxt"):
         params = {k: v.string_value for k, v in read_config(path).parameters.items()}

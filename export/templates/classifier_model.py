@@ -5,7 +5,7 @@ repository works wherever it is copied. All requests of a dynamic batch are conc
 one ONNX Runtime run and the results split back; a bad request gets its own error response and
 the rest of the batch is served. Bad means a wrong shape, NaN or Inf, a value outside the
 input's accepted range (config.pbtxt parameter ``bounds``, written by gatta-export from
-gatta/contract.py), or outputs that came out non-finite anyway: no answer with NaN or Inf in it
+gatta/bounds.py), or outputs that came out non-finite anyway: no answer with NaN or Inf in it
 is ever returned as a success.
 
 Device: a KIND_GPU instance runs ONNX Runtime's CUDA execution provider on the GPU Triton gave
@@ -54,13 +54,13 @@ def _session(model_path, opts, args):
 
 
 def _short(value):
-    """255.0, 1e+30: six significant digits, read as a float (gatta.contract._short)."""
+    """255.0, 1e+30: six significant digits, read as a float (gatta.bounds._short)."""
     return repr(float(f"{float(value):.6g}"))
 
 
 def range_error(name, values, bounds):
     """(reason, one-line message) when ``values`` of input ``name`` are refused, else None.
-    gatta.contract.range_error restated, because this file cannot import gatta: the same rule
+    gatta.bounds.range_error restated, because this file cannot import gatta: the same rule
     and, from the ``bounds`` parameter, the same words (tests/test_guards.py compares them)."""
     if values.size == 0:
         return None
