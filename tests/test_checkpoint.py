@@ -83,3 +83,16 @@ def test_tampered_weights(tmp_path):
     del payload["state_dict"]["head.alpha"]
     torch.save(payload, tmp_path / "missing.pt")
     assert "1 missing" in _error(tmp_path / "missing.pt")
+
+
+def test_checkpoint_of_the_earlier_resnet_head_says_so(tmp_path):
+    """A head saved with the earlier per-layer, non-affine batch norms (before Table 1's
+    structure) is refused with what happened and what to do, not as a damaged file."""
+    path = make_checkpoint(tmp_path / "old.pt", qk_batchnorm=True)
+    payload = torch.load(path, weights_only=True)
+    state = payload["state_dict"]
+    for name in ("key", "query"):
+        for key in [k for k in state if k.startswith(f"head.{name}_norm.")]:
+            state[key.replace(f"head.{name}_norm.", f"head.{name}_norms.0.")] = state.pop(key)
+    torch.save(payload, path)
+    assert "written before the ResNet head took Table 1's structure" in _error(path)

@@ -145,8 +145,9 @@ def test_resnet_backbone_from_scratch_sgd_cosine(tmp_path):
     assert (prep.resize, prep.crop_pct) == ("crop", 1.0)
 
 
-def test_cosine_schedule_resumes_where_it_stopped():
-    """The rate is a function of the epoch alone, so a resumed run continues the schedule."""
+def test_cosine_rate_is_a_function_of_the_epoch_alone():
+    """What lets --resume continue a schedule: fit sets each epoch's rate from the epoch number
+    and the run's budget, never from the optimizer's saved state."""
     import pytest
 
     from gatta.training.train import FitOptions, epoch_lr
@@ -156,3 +157,17 @@ def test_cosine_schedule_resumes_where_it_stopped():
     assert epoch_lr(FitOptions(stage="backbone", out_dir=".", lr=1e-3), 40) == 1e-3
     with pytest.raises(ValueError, match="schedule 'step'"):
         epoch_lr(FitOptions(stage="backbone", out_dir=".", schedule="step"), 1)
+
+
+def test_ddp_trains_a_backbone(tmp_path):
+    """The backbone stage under torchrun: the head, which that stage's forward never reaches,
+    must not wait for gradients (DDP: "Expected to have finished reduction ...")."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "gatta.training.cli", "backbone", "--data", "synthetic:96:4", "--out",
+                          str(tmp_path / "b"), "--epochs", "2", "--val-size", "32", "--image-size", "16",
+                          "--batch-size", "16", "--threads", "1"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    log = [json.loads(line) for line in open(tmp_path / "b" / "log.jsonl")]
+    assert [r["epoch"] for r in log] == [1, 2]

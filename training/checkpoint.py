@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .backbones import is_toy
 from .config import GattaConfig
 from .model import GattaNet
 from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE
@@ -109,6 +110,14 @@ def read_checkpoint(path: str | Path) -> dict:
     return payload
 
 
+def _before_table1_resnet_head(config: GattaConfig, unexpected: list[str]) -> bool:
+    """A ResNet checkpoint of the earlier layout (layer1..layer4 taps, per-layer non-affine
+    batch norms), or any head with those per-layer norms."""
+    if any(k.startswith(("head.key_norms.", "head.query_norms.")) for k in unexpected):
+        return True
+    return not is_toy(config.backbone) and bool(unexpected)
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GattaNet, CheckpointMeta]:
     """Rebuild the model from the checkpoint's config alone and load its weights.
     Returns (model in eval mode, its metadata)."""
@@ -125,6 +134,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
+    if (missing or unexpected) and _before_table1_resnet_head(config, unexpected):
+        raise CheckpointError(
+            f"{path}: written before the ResNet head took Table 1's structure (taps stem, layer1-3, avgpool, "
+            "logits; one batch norm shared by keys and one by queries; layer norm with affine): train its "
+            "head again (gatta-train head --backbone ... --backbone-weights ...)")
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: weights do not match its config ({len(missing)} missing e.g. "

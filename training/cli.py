@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from gatta.extras import require
 from gatta.lesion import LesionError
@@ -22,7 +23,9 @@ from .config import GattaConfig  # noqa: E402
 from .data import DataError  # noqa: E402
 from .evaluate import evaluation_table, run_evaluation  # noqa: E402
 from .model import GattaNet  # noqa: E402
-from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, recipe  # noqa: E402
+from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, RESNET_BACKBONE_EPOCHS, recipe  # noqa: E402
+
+EPOCHS_DEFAULT = 500  # the paper's "typically less than 500 epochs" for the toy model
 from .runs import HeadOptions, RunOptions, checkpoint_and_images, finetune as finetune_run, train_backbone, train_head  # noqa: E402
 from .train import dist_info, resolve_device  # noqa: E402
 
@@ -59,7 +62,9 @@ def run_options(fn):
         click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory: log.jsonl, best.pt, last.pt."),
         click.option("--val-size", default=DEFAULT_VAL_SIZE, show_default=True, help="Held-out validation images (seeded, stratified)."),
         click.option("--split-seed", default=DEFAULT_SPLIT_SEED, show_default=True, help="Seed of the validation split."),
-        click.option("--epochs", default=500, show_default=True),
+        click.option("--epochs", default=EPOCHS_DEFAULT, show_default=True,
+                     help="At most this many epochs (early stopping may end sooner) [ResNet backbone: 30, the "
+                          "cosine schedule's span]."),
         click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs [backbone 50, toy head 500, ResNet head 1]."),
         click.option("--batch-size", type=int, default=None, help="[paper: 128 toy, 8 ResNet]"),
         click.option("--lr", type=float, default=None, help="Learning rate [paper: Adam 1e-3 toy, 3e-4 ResNet head; SGD 0.1 for a ResNet backbone]."),
@@ -118,16 +123,22 @@ def main():
                    "alone has the parameters of toy + a d=16 head. resnet18/50: from scratch (e.g. on "
                    "Tiny-ImageNet), SGD + cosine decay over --epochs.")
 @click.option("--image-size", type=int, default=None, help="Square input side [toy 32, ResNet 224].")
-@click.option("--crop-pct", type=float, default=None,
+@click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="ResNets: evaluation crop fraction, shorter side to int(size / crop_pct) then centre crop "
                    "[0.875; 1 keeps the whole picture, e.g. 64 px Tiny-ImageNet].")
 @friendly_errors
 def backbone(run, backbone, image_size, crop_pct):
     """Train a backbone from scratch: the paper's toy model (Adam, batch 128, augmentation, early
-    stopping with patience 50) or a torchvision ResNet (SGD with Nesterov momentum, lr 0.1,
-    batch 128, weight decay 5e-4, cosine decay over --epochs; streamed data gets the
-    random-resized crop + flip)."""
-    train_backbone(run, backbone, image_size or (32 if is_toy(backbone) else 224), crop_pct)
+    stopping with patience 50, at most --epochs 500) or a torchvision ResNet (not in the paper:
+    SGD with Nesterov momentum, lr 0.1, batch 128, weight decay 5e-4, cosine decay over
+    --epochs, 30 unless given; random-resized crop + flip)."""
+    toy = is_toy(backbone)
+    if toy and crop_pct is not None:
+        raise click.UsageError("--crop-pct applies to ResNets; the toy model sees the whole picture")
+    epochs_given = click.get_current_context().get_parameter_source("epochs") != ParameterSource.DEFAULT
+    if not toy and not epochs_given:  # the cosine schedule spans the budget: not 500 epochs
+        run.epochs = RESNET_BACKBONE_EPOCHS
+    train_backbone(run, backbone, image_size or (32 if toy else 224), crop_pct)
 
 
 @main.command()

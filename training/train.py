@@ -136,6 +136,9 @@ class _Objective(nn.Module):
 def trainable_parameters(model: GattaNet, stage: str) -> list[nn.Parameter]:
     if stage not in STAGES:
         raise ValueError(f"unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
+    # Whatever does not train is marked so: DDP waits for a gradient of every parameter that
+    # requires one, and the backbone stage's forward never reaches the head.
+    model.head.requires_grad_(stage != "backbone")
     if stage == "head":
         model.freeze_backbone()
         return list(model.head.parameters())
@@ -218,10 +221,11 @@ def _resume(model: GattaNet, optimizer, opts: FitOptions, path: Path, rank: int)
     meta = CheckpointMeta.from_dict(payload["meta"])
     # The optimizer's saved state carries the old learning rate; the one asked for now wins
     # (fit sets every epoch's rate), so a run can be resumed with a lower rate once it plateaus.
-    resumed_lr = epoch_lr(opts, meta.epoch + 1)
+    # Said only when the rate asked for differs from the schedule the run was on.
+    planned = epoch_lr(opts, meta.epoch)
     for group in optimizer.param_groups:
-        if abs(group["lr"] - resumed_lr) > 1e-12 and rank == 0:
-            print(f"learning rate {group['lr']:g} -> {resumed_lr:g}")
+        if abs(group["lr"] - planned) > 1e-12 and rank == 0:
+            print(f"learning rate {group['lr']:g} -> {planned:g} (and on along the {opts.schedule} schedule)")
     if "rng_state" in payload:
         torch.set_rng_state(payload["rng_state"])
     if rank == 0:
