@@ -1,5 +1,7 @@
 """Small shared builders for tests: tiny trained-looking models and synthetic data on disk."""
 
+import io
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -32,3 +34,46 @@ def write_image_folder(root: Path, n_per_class=6, classes=("cat", "dog", "ship")
             arr = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
             Image.fromarray(arr).save(root / c / f"{i:04d}.png")
     return root
+
+
+WNIDS = ["n03000001", "n01000001", "n02000001"]  # wnids.txt is not sorted; labels follow sorted ids
+WORDS = {"n01000001": "goldfish, Carassius auratus", "n02000001": "crane", "n03000001": "crane, derrick",
+         "n09999999": "not in this set"}
+
+
+def jpeg_bytes(seed: int, width: int = 20, height: int = 14) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def write_file(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def tiny_imagenet(root: Path, per_class: int = 4, val: int = 6) -> Path:
+    """The tiny-imagenet-200 tree in miniature: train/<wnid>/images, val/images + annotations."""
+    write_file(root / "wnids.txt", "\n".join(WNIDS) + "\n")
+    write_file(root / "words.txt", "".join(f"{k}\t{v}\n" for k, v in WORDS.items()))
+    for c, wnid in enumerate(WNIDS):
+        for n in range(per_class):
+            write_file(root / "train" / wnid / "images" / f"{wnid}_{n}.JPEG", jpeg_bytes(100 * c + n))
+        write_file(root / "train" / wnid / f"{wnid}_boxes.txt", "")
+    rows = []
+    for k in range(val):
+        write_file(root / "val" / "images" / f"val_{k}.JPEG", jpeg_bytes(1000 + k))
+        rows.append(f"val_{k}.JPEG\t{WNIDS[k % 3]}\t0\t0\t10\t10\n")
+    write_file(root / "val" / "val_annotations.txt", "".join(rows))
+    write_file(root / "test" / "images" / "test_0.JPEG", jpeg_bytes(5000))
+    return root
+
+
+def tar_tree(tree: Path, out: Path, arcname: str, mode: str = "w") -> Path:
+    """``tree`` packed as ``arcname`` into ``out`` (mode ``w:gz``: a .tar.gz)."""
+    with tarfile.open(out, mode) as tar:
+        tar.add(tree, arcname=arcname)
+    return out

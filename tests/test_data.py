@@ -1,15 +1,21 @@
 """Loaders for the real layouts, the seeded split, normalisation statistics, augmentation."""
 
+import hashlib
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from gatta.decoder import Preprocessing, decode_image
 from gatta.lesion import LesionError, parse_lesion, single_layer_patterns
 from gatta.training.data import DataError, augment, channel_stats, load_images, stratified_split
+from gatta.training.layouts import list_dataset
 
-from helpers import write_image_folder
+from helpers import jpeg_bytes, tar_tree, tiny_imagenet, write_file, write_image_folder
+
+CIFAR_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train-jpg.tar.gz"
 
 
 def test_stratified_split_is_seeded_and_proportional():
@@ -63,6 +69,47 @@ def test_a_source_without_a_test_split_refuses_it(tmp_path):
         load_images(tmp_path / "d.tar.gz", split="test")
     with pytest.raises(DataError, match="synthetic:16: no test split in it"):
         load_data("synthetic:16", 16, split="test")
+
+
+def test_memory_mode_lists_every_source_as_streaming_does(tmp_path):
+    """One lister for both modes: a leading folder every picture shares is not a class, and a
+    Tiny-ImageNet tree nested one level or packed in a .tar.gz keeps its classes (not one class
+    "images") and its official val/ as the test split."""
+    for c in ("dog", "cat"):
+        for n in range(3):
+            write_file(tmp_path / "photos" / "all" / c / f"{n}.jpg", jpeg_bytes(n))
+    photos = load_images(tmp_path / "photos", 8)
+    assert photos.class_names == ["cat", "dog"] and photos.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    tree = tiny_imagenet(tmp_path / "nest" / "tiny-imagenet-200")
+    packed = tar_tree(tree, tmp_path / "tiny.tar.gz", "tiny-imagenet-200", "w:gz")
+    for split, folder in (("train", "train"), ("test", "val")):
+        listing = list_dataset(tree, folder)
+        pictures = torch.from_numpy(np.stack([decode_image(listing.read(i), 8) for i in range(len(listing))]))
+        for source in (tmp_path / "nest", packed):
+            memory = load_images(source, 8, split=split)
+            assert memory.class_names == listing.class_names and len(memory.class_names) == 3, source
+            assert torch.equal(memory.labels, listing.labels) and torch.equal(memory.images, pictures)
+
+
+@pytest.mark.skipif(not CIFAR_JPEG.exists(), reason=f"{CIFAR_JPEG} is not here")
+def test_the_shipped_cifar_archive_gives_the_pictures_and_split_it_always_gave(tmp_path, monkeypatch):
+    """The shipped model's validation split must not move: the figures are the loader's before
+    it listed a .tar.gz through training/layouts.py (commit 5446f58): same pictures in the same
+    order (within a class, the archive's), same labels, classes and split."""
+    monkeypatch.setenv("GATTA_CACHE", str(tmp_path))  # decode the archive, not a cached copy
+    data = load_images(CIFAR_JPEG, Preprocessing(32), workers=2)
+    for cached in tmp_path.glob("images-*.npz"):
+        cached.unlink()
+    sha1 = lambda t: hashlib.sha1(t.numpy().tobytes()).hexdigest()  # noqa: E731
+    assert data.class_names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                "ship", "truck"]
+    assert tuple(data.images.shape) == (50000, 3, 32, 32)
+    assert sha1(data.labels) == "20fb9f3f5d5fbc5e712f07ecd00099e5283a1c45"
+    assert sha1(data.images) == "94adae07354d079596f7171d927e7a4f1cf1ecd4"
+    _, val = stratified_split(data.labels, 5000, seed=0)  # the recipe's --val-size and --split-seed
+    assert val[:10].tolist() == [38, 48, 58, 60, 63, 74, 86, 119, 129, 138]
+    assert sha1(val) == "7bed2b0763f02bd790c282152e5f894830ff5e74"
+    assert sha1(data.images[val]) == "976674c024101658520110936f9d4dc20660da32"
 
 
 def test_missing_and_empty_data(tmp_path):

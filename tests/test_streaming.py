@@ -2,19 +2,16 @@
 listed once, one file decoded per item by DataLoader workers, a seeded split across ranks that
 sees every picture once per epoch, resumable, and the DDP path on 2 CPU ranks."""
 
-import io
 import json
 import os
 import subprocess
 import sys
 import tarfile
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from gatta.decoder import Preprocessing, decode_image
 from gatta.training import streaming
@@ -22,44 +19,7 @@ from gatta.training.data import load_images
 from gatta.training.layouts import LayoutError, list_dataset
 from gatta.training.streaming import ShardedBatches, choose_mode, epoch_plan, stream_dataset
 
-WNIDS = ["n03000001", "n01000001", "n02000001"]  # wnids.txt is not sorted; labels follow sorted ids
-WORDS = {"n01000001": "goldfish, Carassius auratus", "n02000001": "crane", "n03000001": "crane, derrick",
-         "n09999999": "not in this set"}
-
-
-def _jpeg(seed: int, width: int = 20, height: int = 14) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-def _write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-
-
-def tiny_imagenet(root: Path, per_class: int = 4, val: int = 6) -> Path:
-    """The tiny-imagenet-200 tree in miniature: train/<wnid>/images, val/images + annotations."""
-    _write(root / "wnids.txt", "\n".join(WNIDS) + "\n")
-    _write(root / "words.txt", "".join(f"{k}\t{v}\n" for k, v in WORDS.items()))
-    for c, wnid in enumerate(WNIDS):
-        for n in range(per_class):
-            _write(root / "train" / wnid / "images" / f"{wnid}_{n}.JPEG", _jpeg(100 * c + n))
-        _write(root / "train" / wnid / f"{wnid}_boxes.txt", "")
-    rows = []
-    for k in range(val):
-        _write(root / "val" / "images" / f"val_{k}.JPEG", _jpeg(1000 + k))
-        rows.append(f"val_{k}.JPEG\t{WNIDS[k % 3]}\t0\t0\t10\t10\n")
-    _write(root / "val" / "val_annotations.txt", "".join(rows))
-    _write(root / "test" / "images" / "test_0.JPEG", _jpeg(5000))
-    return root
-
-
-def _tar(tree: Path, out: Path, arcname: str) -> Path:
-    with tarfile.open(out, "w") as tar:
-        tar.add(tree, arcname=arcname)
-    return out
+from helpers import WNIDS, jpeg_bytes, tar_tree, tiny_imagenet, write_file
 
 
 def test_tiny_imagenet_listing_from_the_tree_and_from_a_tar(tmp_path):
@@ -74,7 +34,7 @@ def test_tiny_imagenet_listing_from_the_tree_and_from_a_tar(tmp_path):
     assert len(val) == 6 and by_file["val/images/val_0.JPEG"] == sorted(WNIDS).index(WNIDS[0])
     assert by_file["val/images/val_4.JPEG"] == sorted(WNIDS).index(WNIDS[1])
 
-    packed = _tar(tree, tmp_path / "tiny.tar", "tiny-imagenet-200")
+    packed = tar_tree(tree, tmp_path / "tiny.tar", "tiny-imagenet-200")
     for split, listing in (("train", train), ("val", val)):
         from_tar = list_dataset(packed, split)
         assert [f.removeprefix("tiny-imagenet-200/") for f in from_tar.files] == listing.files
@@ -85,20 +45,20 @@ def test_tiny_imagenet_listing_from_the_tree_and_from_a_tar(tmp_path):
 def test_imagefolder_and_imagenet_layouts(tmp_path):
     for c in ("dog", "cat"):
         for n in range(3):
-            _write(tmp_path / "photos" / "all" / c / f"{n}.jpg", _jpeg(n))
+            write_file(tmp_path / "photos" / "all" / c / f"{n}.jpg", jpeg_bytes(n))
     folder = list_dataset(tmp_path / "photos")  # a leading folder every picture shares is not a class
     assert folder.class_ids == folder.class_names == ["cat", "dog"] and len(folder) == 6
-    with pytest.raises(LayoutError, match="no val/ split"):
+    with pytest.raises(LayoutError, match="photos: no test split in it"):
         list_dataset(tmp_path / "photos", "val")
     # ImageNet (Kaggle's layout): train/<wnid>/*.JPEG, flat val/ labelled by LOC_val_solution.csv
     net = tmp_path / "imagenet"
     for wnid in WNIDS:
-        _write(net / "ILSVRC/Data/CLS-LOC/train" / wnid / f"{wnid}_1.JPEG", _jpeg(1))
-    _write(net / "ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_00000001.JPEG", _jpeg(2))
-    _write(net / "ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_00000002.JPEG", _jpeg(3))
-    _write(net / "LOC_val_solution.csv", "ImageId,PredictionString\nILSVRC2012_val_00000001,n02000001 1 2 3 4 \n"
+        write_file(net / "ILSVRC/Data/CLS-LOC/train" / wnid / f"{wnid}_1.JPEG", jpeg_bytes(1))
+    write_file(net / "ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_00000001.JPEG", jpeg_bytes(2))
+    write_file(net / "ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_00000002.JPEG", jpeg_bytes(3))
+    write_file(net / "LOC_val_solution.csv", "ImageId,PredictionString\nILSVRC2012_val_00000001,n02000001 1 2 3 4 \n"
                                          "ILSVRC2012_val_00000002,n01000001 1 2 3 4 n01000001 5 6 7 8\n")
-    _write(net / "LOC_synset_mapping.txt", "n01000001 goldfish, Carassius auratus\nn02000001 crane\nn03000001 derrick\n")
+    write_file(net / "LOC_synset_mapping.txt", "n01000001 goldfish, Carassius auratus\nn02000001 crane\nn03000001 derrick\n")
     val = list_dataset(net, "val")
     assert val.labels.tolist() == [0, 1] and val.class_names == ["goldfish", "crane", "derrick"]
     assert val.files[0].endswith("val_00000002.JPEG")
@@ -231,7 +191,7 @@ def test_ddp_streams_every_picture_once_per_epoch_on_two_cpu_ranks(tmp_path):
     """torchrun, 2 gloo ranks, 2 DataLoader workers each: per epoch the ranks together decode
     every training picture exactly once, and they end with identical head weights."""
     tree = tiny_imagenet(tmp_path / "tiny", per_class=9)  # 27 pictures, 21 for training
-    packed = _tar(tree, tmp_path / "tiny.tar", "tiny-imagenet-200")
+    packed = tar_tree(tree, tmp_path / "tiny.tar", "tiny-imagenet-200")
     (tmp_path / "run").mkdir()
     script = tmp_path / "ddp_stream.py"
     script.write_text(DDP_SCRIPT)
@@ -257,7 +217,7 @@ def test_cli_streams_a_tar_and_resumes(tmp_path):
     from helpers import make_checkpoint
 
     tree = tiny_imagenet(tmp_path / "tiny", per_class=6)
-    packed = _tar(tree, tmp_path / "tiny.tar", "tiny-imagenet-200")
+    packed = tar_tree(tree, tmp_path / "tiny.tar", "tiny-imagenet-200")
     ckpt = make_checkpoint(tmp_path / "toy.pt", num_classes=3, d=4, image_size=16, alpha=0.1)
     cli = [sys.executable, "-m", "gatta.training.cli", "head", "--backbone-ckpt", str(ckpt), "--data", str(packed),
            "--data-mode", "stream", "--out", str(tmp_path / "run"), "--batch-size", "4", "--num-workers", "1",

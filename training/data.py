@@ -3,11 +3,11 @@
 Supported sources (``load_images``):
 - CIFAR-10/100 in the official python-pickle layout (``cifar-10-batches-py/``,
   ``cifar-100-python/``), as users download them;
-- ImageFolder trees ``<root>/<class>/*.jpg`` (also with one ``train/`` level above), e.g. the
-  CIFAR-10 JPEG copy or an ImageNet subset resized to ``image_size``;
-- a ``.tar.gz`` of such a tree, read without extracting;
-- the Tiny-ImageNet and ImageNet layouts (a ``train/`` folder beside ``val/``), and any plain
-  ``.tar``, listed by training/layouts.py (``split`` ``test``: the official ``val/``).
+- every layout training/layouts.py lists, by the same rules as the streamed path: ImageFolder
+  trees ``<root>/<class>/*.jpg`` (with or without leading folders, e.g. the CIFAR-10 JPEG copy
+  or an ImageNet subset resized to ``image_size``), the Tiny-ImageNet and ImageNet layouts (a
+  ``train/`` folder beside ``val/``; ``split`` ``test``: the official ``val/``), as a folder, a
+  plain ``.tar`` or a ``.tar.gz`` (read whole, without extracting).
 Decoded arrays are cached under ``$GATTA_CACHE`` (default ``~/.cache/gattanet``). Sets too
 large to decode into memory stream instead (training/streaming.py).
 """
@@ -18,7 +18,6 @@ import hashlib
 import math
 import os
 import pickle
-import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gatta.decoder import IMAGE_SUFFIXES, DecodeError, Preprocessing, decode_image
+from gatta.decoder import DecodeError, Preprocessing, decode_image
+
+from .layouts import LayoutError, is_compressed_tar, is_plain_tar, list_dataset, read_compressed
 
 
 class DataError(ValueError):
@@ -47,6 +48,12 @@ class ImageSet:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("GATTA_CACHE", Path.home() / ".cache" / "gattanet"))
+
+
+# Part of the cache key of every source training/layouts.py lists: raise it when the listing
+# rules change, so arrays decoded under the old rules are not reused (2: folders and .tar.gz
+# files listed by layouts.py, as streaming lists them).
+LISTING_RULES = 2
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -70,7 +77,8 @@ def load_images(path: str | Path, image_size: int | Preprocessing | None = None,
     if not path.exists():
         raise DataError(f"data path {path} does not exist")
     stat = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}|{stat.st_mtime_ns}|{_decoding_key(image_size)}|{split}".encode()).hexdigest()[:16]
+    rules = "" if _cifar_pickles(path) else f"|listed{LISTING_RULES}"
+    key = hashlib.sha1(f"{path.resolve()}|{stat.st_mtime_ns}|{_decoding_key(image_size)}|{split}{rules}".encode()).hexdigest()[:16]
     cached = cache_dir() / f"images-{key}.npz"
     if cached.exists():
         z = np.load(cached, allow_pickle=False)
@@ -85,35 +93,32 @@ def load_images(path: str | Path, image_size: int | Preprocessing | None = None,
     return data
 
 
-def _load_uncached(path: Path, image_size, split, workers) -> ImageSet:
-    from .layouts import LayoutError, is_plain_tar, list_dataset
+def _cifar_pickles(path: Path) -> Path | None:
+    """The folder holding CIFAR-10/100's python pickles, when ``path`` is or holds one."""
+    if not path.is_dir():
+        return None
+    for name in ("cifar-10-batches-py", "cifar-100-python"):
+        if (path / name).is_dir():
+            path = path / name
+    cifar10, cifar100 = (path / "data_batch_1").exists(), (path / "meta").exists() and (path / "train").is_file()
+    return path if cifar10 or cifar100 else None
 
-    split_layout = path.is_dir() and (path / "train").is_dir() and any(p.name != "train" for p in path.iterdir())
-    if is_plain_tar(path) or split_layout:
-        try:
-            listing = list_dataset(path, "val" if split == "test" else "train")
-        except LayoutError as exc:
-            raise DataError(str(exc)) from None
-        items = [(listing.class_ids[label], listing.read(i)) for i, label in enumerate(listing.labels.tolist())]
-        data = _assemble(items, image_size, workers, path, listing.class_ids)
-        return ImageSet(data.images, data.labels, listing.class_names)
-    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
-        if split != "train":  # read as one image folder: its pictures are all training pictures
-            raise DataError(f"{path}: no {split} split in it (a .tar.gz of an image folder is one set; "
-                            "--split val scores the checkpoint's validation split)")
-        return _load_tar(path, image_size, workers)
-    if path.is_dir():
-        for name in ("cifar-10-batches-py", "cifar-100-python"):
-            if (path / name).is_dir():
-                path = path / name
-        if (path / "data_batch_1").exists():
-            return _load_cifar10_pickle(path, split)
-        if (path / "meta").exists() and (path / "train").is_file():
-            return _load_cifar100_pickle(path, split)
-        if split != "train":
-            raise DataError(f"{path}: no {split} split (an image folder without train/ and val/ folders is one set)")
-        return _load_folder(path, image_size, workers)
-    raise DataError(f"{path}: not a directory, CIFAR pickle folder or .tar.gz of images")
+
+def _load_uncached(path: Path, image_size, split, workers) -> ImageSet:
+    pickles = _cifar_pickles(path)
+    if pickles is not None:
+        load = _load_cifar10_pickle if (pickles / "data_batch_1").exists() else _load_cifar100_pickle
+        return load(pickles, split)
+    if not (path.is_dir() or is_plain_tar(path) or is_compressed_tar(path)):
+        raise DataError(f"{path}: not a directory, CIFAR pickle folder, .tar or .tar.gz of images")
+    try:  # the streamed path's lister, so both modes see the same pictures and classes
+        read = read_compressed if is_compressed_tar(path) else list_dataset
+        listing = read(path, "val" if split == "test" else split)
+    except LayoutError as exc:
+        raise DataError(str(exc)) from None
+    items = [(listing.class_ids[label], listing.read(i)) for i, label in enumerate(listing.labels.tolist())]
+    data = _assemble(items, image_size, workers, path, listing.class_ids)
+    return ImageSet(data.images, data.labels, listing.class_names)
 
 
 def _unpickle(file: Path) -> dict:
@@ -159,29 +164,6 @@ def _assemble(items: list[tuple[str, bytes]], image_size, workers, origin, class
         raise DataError(f"{origin}: images differ in size {sorted(shapes)[:3]}; pass --image-size")
     labels = torch.tensor([index[c] for c, _ in items])
     return ImageSet(torch.from_numpy(np.stack(arrays)), labels, class_names)
-
-
-def _load_tar(path: Path, image_size, workers) -> ImageSet:
-    items = []
-    with tarfile.open(path) as tar:
-        for member in tar:
-            p = Path(member.name)
-            if member.isfile() and p.suffix.lower() in IMAGE_SUFFIXES and len(p.parts) >= 2:
-                items.append((p.parts[-2], tar.extractfile(member).read()))
-    items.sort(key=lambda it: it[0])  # stable: class order, then archive order
-    return _assemble(items, image_size, workers, path)
-
-
-def _load_folder(root: Path, image_size, workers) -> ImageSet:
-    subdirs = [d for d in root.iterdir() if d.is_dir()]
-    if len(subdirs) == 1 and subdirs[0].name == "train":
-        root = subdirs[0]
-    items = []
-    for class_dir in sorted(d for d in root.iterdir() if d.is_dir()):
-        for f in sorted(class_dir.iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                items.append((class_dir.name, f.read_bytes()))
-    return _assemble(items, image_size, workers, root)
 
 
 # -- synthetic data for tests and smoke runs ---------------------------------------------------

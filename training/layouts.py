@@ -14,7 +14,9 @@ Layouts (a folder, or a plain ``.tar`` of one, with or without a leading folder)
 A :class:`Listing` holds one entry per picture (where to read it, its label), never pixels:
 the streaming loader reads and decodes one file per item (training/streaming.py). A ``.tar`` is
 indexed once (each member's data offset and size); every process then reads members through
-its own file handle, so DataLoader workers never share a file position.
+its own file handle, so DataLoader workers never share a file position. A ``.tar.gz`` cannot be
+read at random: :func:`read_compressed` applies the same rules to it and holds its pictures'
+bytes, for the in-memory path (training/data.py), which lists every source here.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from gatta.decoder import IMAGE_SUFFIXES
 
 ANNOTATION_FILES = ("val_annotations.txt", "LOC_val_solution.csv")
 SYNSET_FILE = "LOC_synset_mapping.txt"
+TEXT_FILES = ("wnids.txt", "words.txt", SYNSET_FILE, *ANNOTATION_FILES)  # read while listing
 
 
 class LayoutError(ValueError):
@@ -47,6 +50,7 @@ class Listing:
     class_ids: list[str]  # e.g. wnids; folder names for an ImageFolder
     class_names: list[str]  # readable (words.txt), else the ids
     tar_spans: np.ndarray | None = None  # [N, 2] member data offset and size
+    blobs: list[bytes] | None = field(default=None, repr=False)  # a .tar.gz's pictures, held
     _handle: object = field(default=None, repr=False, compare=False)
     _pid: int = field(default=-1, repr=False, compare=False)
 
@@ -60,6 +64,8 @@ class Listing:
 
     def read(self, i: int) -> bytes:
         """The encoded bytes of picture ``i``."""
+        if self.blobs is not None:
+            return self.blobs[i]
         if self.tar_spans is None:
             return (self.source / self._names[i].decode()).read_bytes()
         if self._pid != os.getpid():  # a forked worker must not share its parent's file position
@@ -79,7 +85,6 @@ def is_plain_tar(path: Path) -> bool:
 def _scan(source: Path) -> tuple[list[str], dict[str, tuple[int, int]] | None, dict[str, bytes]]:
     """(file names, tar spans or None, small text files by name) of a folder or plain .tar."""
     texts: dict[str, bytes] = {}
-    wanted = ("wnids.txt", "words.txt", SYNSET_FILE, *ANNOTATION_FILES)
     if source.is_dir():
         names = []
         for dirpath, dirnames, filenames in os.walk(source):
@@ -88,7 +93,7 @@ def _scan(source: Path) -> tuple[list[str], dict[str, tuple[int, int]] | None, d
             for f in sorted(filenames):
                 name = (rel / f).as_posix()
                 names.append(name)
-                if f in wanted:
+                if f in TEXT_FILES:
                     texts[name] = (source / name).read_bytes()
         return names, None, texts
     if not is_plain_tar(source):
@@ -100,7 +105,7 @@ def _scan(source: Path) -> tuple[list[str], dict[str, tuple[int, int]] | None, d
             if not member.isfile():
                 continue
             spans[member.name] = (member.offset_data, member.size)
-            if Path(member.name).name in wanted:
+            if Path(member.name).name in TEXT_FILES:
                 texts[member.name] = tar.extractfile(member).read()
     return list(spans), spans, texts
 
@@ -143,17 +148,48 @@ def _readable(ids: list[str], texts: dict[str, bytes], base: str) -> list[str]:
 
 def list_dataset(source: str | Path, split: str = "train") -> Listing:
     """Index a folder or plain .tar (see module doc). ``split``: ``train`` or ``val`` for the
-    split layouts (an ImageFolder has only its one set)."""
+    split layouts (their ``val/`` is the test set; an ImageFolder has only its one set)."""
     source = Path(source)
     if not source.exists():
         raise LayoutError(f"data path {source} does not exist")
     names, spans, texts = _scan(source)
+    files, labels, ids, readable = _label(source, names, texts, split)
+    return Listing(source, files, labels, ids, readable,
+                   None if spans is None else np.array([spans[n] for n in files], dtype=np.int64).reshape(-1, 2))
+
+
+def is_compressed_tar(path: Path) -> bool:
+    return path.is_file() and path.name.endswith((".tar.gz", ".tgz"))
+
+
+def read_compressed(source: str | Path, split: str = "train") -> Listing:
+    """A .tar.gz read whole, listed by the same rules, its pictures' bytes held in the listing.
+    Within a class the pictures keep the archive's order, not the names': the order a .tar.gz
+    has always had in memory, on which the shipped CIFAR-10 model's validation split was drawn."""
+    source = Path(source)
+    blobs, texts = {}, {}
+    with tarfile.open(source, "r:*") as tar:
+        for member in tar:
+            name = Path(member.name)
+            if member.isfile() and name.suffix.lower() in IMAGE_SUFFIXES:
+                blobs[member.name] = tar.extractfile(member).read()
+            elif member.isfile() and name.name in TEXT_FILES:
+                texts[member.name] = tar.extractfile(member).read()
+    files, labels, ids, readable = _label(source, list(blobs), texts, split, by_name=False)
+    return Listing(source, files, labels, ids, readable, blobs=[blobs[f] for f in files])
+
+
+def _label(source: Path, names: list[str], texts: dict[str, bytes], split: str,
+           by_name: bool = True) -> tuple[list[str], torch.Tensor, list[str], list[str]]:
+    """The layout rules on a source's file names: (its pictures in label order, their labels,
+    class ids, readable names). ``by_name``: within a class by name, else in the order given."""
     images = [n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
     if not images:
         raise LayoutError(f"{source}: no images found (expected <root>/<class>/*.jpg or a train/ folder)")
     base = _split_base(images)
     if base is None and split != "train":
-        raise LayoutError(f"{source}: no {split}/ split (an image folder without a train/ folder is one set)")
+        raise LayoutError(f"{source}: no test split in it (an image folder without a train/ folder is one "
+                          "set; a test set is a val/ folder beside train/)")
     if base is None:  # ImageFolder: leading folders every picture shares are not classes
         lead, rel = "", images
         while all(r.count("/") >= 2 for r in rel) and len({r.split("/")[0] for r in rel}) == 1:
@@ -165,7 +201,7 @@ def list_dataset(source: str | Path, split: str = "train") -> Listing:
         split_dir = base + split + "/"
         in_split = [n for n in images if n.startswith(split_dir)]
         if not in_split:
-            raise LayoutError(f"{source}: no images under {split_dir or split + '/'}")
+            raise LayoutError(f"{source}: no test split in it (no images under {split_dir})")
         notes = None if split == "train" else _annotations(texts, split_dir)
         if notes is not None:
             missing = [n for n in in_split if n.rsplit("/", 1)[-1] not in notes]
@@ -185,8 +221,6 @@ def list_dataset(source: str | Path, split: str = "train") -> Listing:
     unknown = sorted({c for c, _ in pairs} - set(index))
     if unknown:
         raise LayoutError(f"{source}: class {unknown[0]!r} of the {split} images is not among the {len(ids)} classes")
-    pairs.sort(key=lambda p: (index[p[0]], p[1]))
-    files = [n for _, n in pairs]
-    return Listing(source, files, torch.tensor([index[c] for c, _ in pairs], dtype=torch.int64), ids,
-                   _readable(ids, texts, base),
-                   None if spans is None else np.array([spans[n] for n in files], dtype=np.int64).reshape(-1, 2))
+    pairs.sort(key=(lambda p: (index[p[0]], p[1])) if by_name else (lambda p: index[p[0]]))  # sort is stable
+    return ([n for _, n in pairs], torch.tensor([index[c] for c, _ in pairs], dtype=torch.int64), ids,
+            _readable(ids, texts, base))
