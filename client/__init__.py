@@ -6,8 +6,10 @@
             print(r.source, r.label, r.prob)
 """
 
-from .client import AmbiguousModel, ClientError, GattaClient, ServerUnreachable
+from .client import GattaClient
+from .errors import ClientError, ServerUnreachable
 from .images import ImageError, load_image
+from .models import AmbiguousModel
 from .results import Classification, ModelInfo
 
 __all__ = ["GattaClient", "ClientError", "AmbiguousModel", "ServerUnreachable", "Classification", "ModelInfo", "ImageError", "load_image"]

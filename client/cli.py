@@ -13,8 +13,10 @@ import click
 from gatta.lesion import LesionError, full_pattern
 
 from .batch import classify_files, pending
-from .client import AmbiguousModel, ClientError, GattaClient
+from .client import GattaClient
+from .errors import ClientError
 from .images import expand_paths
+from .models import AmbiguousModel
 
 
 def _url(url: str | None, protocol: str) -> str:

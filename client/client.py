@@ -6,7 +6,8 @@
 
 Works for any exported backbone: everything model-specific comes from the server. A server
 may host several gattanet models; ``model=NAME`` picks one, and without it the client takes
-the server's only gattanet model (several: :class:`AmbiguousModel`, naming them).
+the server's only gattanet model (several: :class:`~gatta.client.models.AmbiguousModel`,
+naming them; :mod:`gatta.client.models` reads what the server hosts).
 """
 
 from __future__ import annotations
@@ -23,33 +24,15 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from tritonclient.utils import InferenceServerException
 
 from gatta import contract
-from gatta.bounds import range_error
 from gatta.contract import ModelMetadata
 from gatta.lesion import format_lesion
 
 from . import metrics
+from .errors import ClientError, ServerUnreachable
 from .images import ImageError, ImageLike, describe, load_image
+from .inputs import check_inputs
+from .models import ServerModels
 from .results import Classification
-
-
-class ClientError(RuntimeError):
-    """A failure the caller should see as one line (server down, unknown model...)."""
-
-
-class ServerUnreachable(ClientError):
-    """Triton did not answer through the whole retry budget."""
-
-
-class InputError(ClientError, ValueError):
-    """An input the server would refuse (NaN, Inf, outside its accepted range); never sent."""
-
-
-class AmbiguousModel(ClientError):
-    """No model was named and the server hosts several gattanet models (``names``)."""
-
-    def __init__(self, message: str, names: list[str]):
-        super().__init__(message)
-        self.names = names
 
 
 def _protocol_module(protocol: str):
@@ -75,40 +58,6 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, InferenceServerException) and exc.status() == GRPC_UNAVAILABLE
 
 
-def served_device(config: dict) -> str:
-    """Where the server runs the model, from the config it serves (Triton's get_model_config):
-    the instance groups' kind and, for the python flavour, the ONNX Runtime provider that
-    kind means (a KIND_GPU instance refuses to load without the CUDA provider)."""
-    config = config.get("config", config)
-    groups = config.get("instance_group") or [{"kind": "KIND_CPU", "count": 1}]
-    parts = []
-    for g in groups:
-        kind, count = g.get("kind", "KIND_CPU"), int(g.get("count", 1))
-        if kind == "KIND_GPU":
-            gpus = ",".join(str(x) for x in g.get("gpus", []))
-            parts.append(f"GPU {gpus or 'all'} ({count} instance{'s' if count > 1 else ''} per GPU)")
-        else:
-            parts.append(f"CPU ({count} instance{'s' if count > 1 else ''})")
-    gpu = any(g.get("kind") == "KIND_GPU" for g in groups)
-    if config.get("backend") == "python":
-        runtime = f"ONNX Runtime {'CUDAExecutionProvider' if gpu else 'CPUExecutionProvider'}"
-    else:
-        accel = config.get("optimization", {}).get("execution_accelerators", {}).get("gpu_execution_accelerator", [])
-        trt = " + TensorRT" if any(a.get("name") == "tensorrt" for a in accel) else ""
-        runtime = f"Triton's {config.get('backend') or 'onnxruntime'} backend ({'CUDA' if gpu else 'CPU'}{trt})"
-    return f"{'; '.join(parts)}, {runtime}"
-
-
-def check_inputs(feeds: dict[str, np.ndarray]) -> None:
-    """Refuse before sending what the server would refuse, in its words: NaN, Inf, or values
-    outside an input's accepted range (``gatta.bounds.INPUT_BOUNDS``). Raises InputError."""
-    for name, values in feeds.items():
-        reason = range_error(name, values)
-        if reason is not None:
-            metrics.ERRORS.labels(kind="input").inc()
-            raise InputError(reason)
-
-
 @dataclass(frozen=True)
 class PreparedRequest:
     """Encoded inputs and requested outputs, reusable across sends."""
@@ -126,9 +75,10 @@ class GattaClient:
         self.prior_strength = prior_strength
         self._module = _protocol_module(protocol)
         self._local = threading.local()
+        self._server = ServerModels(self._call, self.url, protocol)
         if self.model is None:
-            self.model = self._only_model()
-        self.info = self._read_model_info()
+            self.model = self._server.only_gattanet()
+        self.info, self.device = self._server.describe(self.model)
 
     def for_model(self, model: str) -> "GattaClient":
         """A client for another model on the same server, with this one's settings."""
@@ -179,55 +129,13 @@ class GattaClient:
     # -- model description -----------------------------------------------------------------
     def server_models(self) -> list[str]:
         """Names of the models the server has (from its statistics, which stay unrestricted)."""
-        stats = self._call("statistics", "get_inference_statistics",
-                           **({"as_json": True} if self.protocol == "grpc" else {}))
-        return sorted({m["name"] for m in stats.get("model_stats", [])})
-
-    def _config(self, model: str) -> dict:
-        return self._call("model config", "get_model_config", model,
-                          **({"as_json": True} if self.protocol == "grpc" else {}))
+        return self._server.names()
 
     def gattanet_models(self) -> dict[str, ModelMetadata]:
         """Every gattanet classifier on the server (name -> its metadata), in name order: the
         models whose config carries the ``gatta`` parameter (not the _encoded ensembles, the
         _preprocess models or other systems' models)."""
-        found = {}
-        for name in self.server_models():
-            try:
-                config = self._config(name)
-            except InferenceServerException:  # e.g. unloaded between the two calls
-                continue
-            if contract.is_gattanet_config(config):
-                found[name] = ModelMetadata.from_model_config(config)
-        return found
-
-    def _only_model(self) -> str:
-        """The default model: the server's only gattanet model; a one-line error otherwise."""
-        names = list(self.gattanet_models())
-        if len(names) == 1:
-            return names[0]
-        if not names:
-            raise ClientError(f"the server at {self.url} hosts no gattanet model; it has: "
-                              f"{', '.join(self.server_models()) or 'no models'}")
-        raise AmbiguousModel(f"the server at {self.url} hosts {len(names)} gattanet models ({', '.join(names)}); "
-                             "choose one with --model NAME", names)
-
-    def _read_model_info(self) -> ModelMetadata:
-        try:
-            config = self._config(self.model)
-        except InferenceServerException as exc:
-            models = self.server_models()
-            if self.model not in models:
-                raise ClientError(f"model '{self.model}' is not on the server at {self.url}; "
-                                  f"it has: {', '.join(models) or 'no models'}") from None
-            raise ClientError(f"cannot read model '{self.model}': {str(exc).splitlines()[0]}") from None
-        if not contract.is_gattanet_config(config):
-            raise ClientError(f"model '{self.model}' at {self.url} is not a gattanet export "
-                              f"(no '{contract.PARAM_METADATA}' parameter)")
-        info = ModelMetadata.from_model_config(config)
-        info.max_batch_size = info.max_batch_size or 1
-        self.device = served_device(config)
-        return info
+        return self._server.gattanet()
 
     # -- request building -------------------------------------------------------------------
     def lesion_mask(self, lesion: str | Sequence[float] | None) -> np.ndarray:

@@ -26,8 +26,10 @@ import numpy as np
 from gatta.lesion import LesionError, full_pattern
 
 from . import maps
-from .client import ClientError, GattaClient, InputError
+from .client import GattaClient
+from .errors import ClientError
 from .images import ImageError, load_image
+from .inputs import InputError
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 20_000_000  # bytes, as the server-side decoder of encoded images

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from google.protobuf import json_format
 
-from gatta.client.client import served_device
+from gatta.client.models import served_device
 from gatta.contract import CPU_CONFIG_NAME
 from gatta.export.repository import read_config
 from gatta.serving.devices import PlacementError, has_gpu, placement

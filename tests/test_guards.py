@@ -19,7 +19,8 @@ from google.protobuf import text_format
 from tritonclient.utils import InferenceServerException
 
 from gatta import contract
-from gatta.client.client import GattaClient, InputError
+from gatta.client import GattaClient
+from gatta.client.inputs import InputError
 from gatta.bounds import INPUT_BOUNDS, range_error
 from gatta.contract import CPU_CONFIG_NAME, ModelMetadata
 from gatta.export.repository import read_config

@@ -22,7 +22,7 @@ def test_client_imports_without_torch():
         "        if name.split('.')[0] in ('torch', 'torchvision', 'onnx', 'onnxruntime'):\n"
         "            raise ImportError('blocked ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import gatta.client, gatta.lesion, gatta.client.maps, gatta.client.viewer\n"
+        "import gatta.client, gatta.lesion, gatta.client.models, gatta.client.inputs, gatta.client.maps, gatta.client.viewer\n"
         "print('ok', 'torch' in sys.modules)\n"
     )
     r = python(block)
