@@ -292,6 +292,8 @@ def test_api_lists_the_models_and_answers_for_each(two_viewer, two_model_triton,
 
 
 def test_model_picker_switches_labels_layers_and_size(two_viewer, two_model_triton, browser, pictures):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     v, alpha = two_viewer
     page = _open(browser, v.url + "/")
     path = str(pictures / "good.png")
@@ -322,6 +324,31 @@ def test_model_picker_switches_labels_layers_and_size(two_viewer, two_model_trit
     _act(page, lambda: page.select_option("#model-picker", "alpha"))  # and back
     assert page.text_content("#pattern") == "cccdd" and page.locator("#maps figure[data-layer]").count() == 5
     assert page.text_content("#label") == alpha.classify([path])[0].label
+
+    # a layer toggled while beta's description is on its way: the page still ends on beta, with
+    # beta's layers and labels, all of its layers on, and beta's answer for the picture
+    before = int(page.get_attribute("body", "data-done"))
+    page.evaluate("""() => {
+        const picker = document.querySelector('#model-picker');
+        picker.value = 'beta';
+        picker.dispatchEvent(new Event('change'));  // /api/info?model=beta is now in flight
+        document.querySelector('#toggles input').click();  // alpha's first layer: alpha classifies at once
+    }""")
+    try:
+        page.wait_for_function(f"document.body.dataset.model === 'beta' && document.body.dataset.pending === '0' "
+                               f"&& Number(document.body.dataset.done) > {before}", timeout=20_000)
+    except PlaywrightTimeout:
+        pytest.fail(f"the page stayed on model {page.get_attribute('body', 'data-model')!r} (layers "
+                    f"{page.text_content('#pattern')}) with the picker on {page.input_value('#model-picker')!r}")
+    assert page.input_value("#model-picker") == "beta" and page.url.endswith("/?model=beta")
+    assert "beta (python): 7 classes, 32x32 input, layers ccccdd" in page.text_content("#model")
+    assert page.text_content("#pattern") == "ccccdd" and page.locator("#toggles input:checked").count() == 6
+    figures = page.eval_on_selector_all("#maps figure[data-layer]", "fs => fs.map(f => f.dataset.layer)")
+    assert figures == ["stem", "layer1", "layer2", "layer3", "avgpool", "logits"]
+    assert page.locator("#maps figure.off").count() == 0 and page.text_content("#shown-pattern") == "ccccdd"
+    assert page.eval_on_selector_all("#prior option", "os => os.map(o => o.value)") == ["", *BETA_CLASSES]
+    ref = beta.classify([path])[0]
+    assert page.text_content("#label") == ref.label and page.text_content("#prob") == f"{100 * ref.prob:.1f}%"
 
     page.goto(v.url + "/?model=beta")  # a link to a model opens on it
     page.wait_for_function("document.body.dataset.model === 'beta'")

@@ -3,7 +3,9 @@
 // No dependencies.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { model: null, info: null, file: null, mask: [], seq: 0 };
+// infoSeq counts model descriptions asked for, seq classifications: apart, so a layer toggled
+// while the next model's description is on its way cannot make the page drop that description
+const state = { model: null, info: null, file: null, mask: [], infoSeq: 0, seq: 0 };
 
 function pattern() {
   return state.info.layers.map((l, i) => (state.mask[i] ? l.letter : ".")).join("");
@@ -31,10 +33,10 @@ async function loadModels() {
 }
 
 async function loadInfo(model) {
-  const seq = ++state.seq;  // answers still on their way for the previous model are dropped
+  const seq = ++state.infoSeq;  // a description still on its way for a model chosen before is dropped
   const response = await fetch("/api/info?" + new URLSearchParams({ model }));
   const info = await response.json();
-  if (seq !== state.seq) return;
+  if (seq !== state.infoSeq) return;
   if (info.error) throw new Error(info.error);
   state.model = model;
   state.info = info;
