@@ -11,23 +11,21 @@ and refuses before any work when one of them belongs to another model.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from google.protobuf import text_format
 
 from gatta import contract
+from gatta.contract import ModelMetadata
 from gatta.training.checkpoint import CheckpointMeta, load_checkpoint
 
 from .onnx_graph import check_onnx, export_onnx
-from gatta.contract import ModelMetadata
-
 from .repository import DEVICES, FLAVOURS, RepositoryOptions, read_config, write_repository
 from .signature import signature_for
 from .verify import ExportError, verify_export

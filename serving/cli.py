@@ -11,11 +11,10 @@ from pathlib import Path
 
 import click
 
+from gatta import contract
 from gatta.extras import onnxruntime_conflict
 
 from .admin_key import KeyFileError, admin_key
-from gatta import contract
-
 from .default_model import BUNDLED_CHECKPOINT, ModelSpecError, models_repository, named_checkpoints
 from .devices import Placement, PlacementError, placement, read_configs
 from .launcher import LaunchError, ServerBinary, find_server, start_server
