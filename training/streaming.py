@@ -115,15 +115,17 @@ class Pictures(Dataset):
 
 # -- the split across ranks -------------------------------------------------------------------
 def epoch_plan(indices: torch.Tensor, epoch: int, seed: int, batch_size: int, rank: int = 0,
-               world: int = 1) -> list[torch.Tensor]:
-    """This rank's batches for one epoch. The epoch's order is the in-memory path's
-    (``randperm`` seeded by seed * 100003 + epoch); each step takes ``batch_size * world``
-    pictures and deals them out ``[rank::world]``. A last step too small to give every rank a
-    picture joins the one before, so all ranks take the same number of steps and every picture
-    is seen exactly once."""
+               world: int = 1, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """This rank's batches for one epoch, in memory and streamed. The epoch's order is a
+    ``randperm`` seeded by seed * 100003 + epoch (drawn from ``generator`` when given: the
+    in-memory path goes on drawing its augmentation from it). Each step takes
+    ``batch_size * world`` pictures and deals them out ``[rank::world]``. A last step too small
+    to give every rank a picture joins the one before, so all ranks take the same number of
+    steps (DDP hangs otherwise) and every picture is seen exactly once. One rank: the order in
+    batches of ``batch_size``."""
     if len(indices) < world:
         raise ValueError(f"{len(indices)} training images cannot be shared by {world} ranks")
-    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    g = (generator or torch.Generator()).manual_seed(seed * 100003 + epoch)
     order = indices[torch.randperm(len(indices), generator=g)]
     step = batch_size * world
     steps = max(1, math.ceil(len(order) / step))

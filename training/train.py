@@ -25,6 +25,7 @@ from torch import nn
 from .checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint, save_checkpoint
 from .data import ImageSet, batches
 from .model import GattaNet
+from .streaming import epoch_plan
 
 
 @dataclass
@@ -235,16 +236,16 @@ def _resume(model: GattaNet, optimizer, opts: FitOptions, path: Path, rank: int)
 
 def _epoch_batches(data, train_idx: torch.Tensor, generator: torch.Generator, epoch: int, opts: FitOptions,
                    rank: int, world: int):
-    """(this rank's batches of epoch ``epoch``, their number). In memory: the paper's
-    augmentation on the GPU/CPU batch; streamed: DataLoader workers decode and augment
-    (training/streaming.py), with the same seeded order."""
+    """(this rank's batches of epoch ``epoch``, their number), by streaming.epoch_plan in both
+    modes: the same seeded order, the same number of steps on every rank. In memory: the
+    paper's augmentation on the GPU/CPU batch, drawn from ``generator`` after the order;
+    streamed: DataLoader workers decode and augment (training/streaming.py)."""
     if not isinstance(data, ImageSet):
         return data.train_batches(train_idx, epoch, opts.seed, opts.batch_size, rank, world,
                                   opts.augmentation, opts.device)
-    generator.manual_seed(opts.seed * 100003 + epoch)  # same order on every rank, resumable
-    shard = train_idx[torch.randperm(len(train_idx), generator=generator)][rank::world]
-    return (batches(data, shard, opts.batch_size, generator=generator, device=opts.device,
-                    augmentation=opts.augmentation), math.ceil(len(shard) / opts.batch_size))
+    plan = epoch_plan(train_idx, epoch, opts.seed, opts.batch_size, rank, world, generator)
+    return ((x, y) for idx in plan for x, y in batches(data, idx, len(idx), generator, opts.augmentation,
+                                                      opts.device)), len(plan)
 
 
 def _train_epoch(objective, model: GattaNet, params, optimizer, epoch_batches, epoch: int, opts: FitOptions,
