@@ -110,12 +110,12 @@ def test_streamed_batches_decode_augment_and_do_not_depend_on_the_worker_count(t
 
 def test_data_mode_by_size_or_flag_and_memory_mode_reads_the_same_layouts(tmp_path, monkeypatch):
     tree = tiny_imagenet(tmp_path / "tiny")
-    assert choose_mode(tree, 16) == "memory"
+    assert choose_mode(tree, 16)[0] == "memory" and len(choose_mode(tree, 16)[1]) == 12
     monkeypatch.setattr(streaming, "MEMORY_LIMIT_BYTES", 12 * 3 * 16 * 16 - 1)
-    assert choose_mode(tree, 16) == "stream" and choose_mode(tree, 16, "memory") == "memory"
+    assert choose_mode(tree, 16)[0] == "stream" and choose_mode(tree, 16, "memory") == ("memory", None)
     with tarfile.open(tmp_path / "t.tar.gz", "w:gz") as tar:
         tar.add(tree, arcname="tiny")
-    assert choose_mode(tmp_path / "t.tar.gz", 16) == "memory"
+    assert choose_mode(tmp_path / "t.tar.gz", 16) == ("memory", None)
     with pytest.raises(LayoutError, match="--data-mode memory for CIFAR pickles and .tar.gz"):
         choose_mode(tmp_path / "t.tar.gz", 16, "stream")
     prep = Preprocessing(16, "crop", 0.875)
@@ -125,6 +125,22 @@ def test_data_mode_by_size_or_flag_and_memory_mode_reads_the_same_layouts(tmp_pa
         assert memory.class_names == streamed.class_names and torch.equal(memory.labels, streamed.labels)
         x = torch.cat([x for x, _ in streamed.eval_batches(torch.arange(len(streamed)), 8)])
         assert torch.equal(memory.images, (x * 255).round().to(torch.uint8))
+
+
+def test_auto_mode_lists_the_set_once(tmp_path, monkeypatch):
+    """choose_mode's listing is handed on: streamed or decoded, the set is listed once."""
+    from gatta.training import layouts
+    from gatta.training.data import ImageSet
+    from gatta.training.runs import load_data
+
+    tree = tiny_imagenet(tmp_path / "tiny")
+    scans, scan = [], layouts._scan
+    monkeypatch.setattr(layouts, "_scan", lambda source: scans.append(source) or scan(source))
+    monkeypatch.setenv("GATTA_CACHE", str(tmp_path / "cache"))  # decoded here, not read from a cache
+    assert isinstance(load_data(str(tree), 16), ImageSet) and len(scans) == 1
+    monkeypatch.setattr(streaming, "MEMORY_LIMIT_BYTES", 0)
+    test_set = load_data(str(tree), 16, split="test")
+    assert isinstance(test_set, streaming.StreamingSet) and len(test_set) == 6 and len(scans) == 2
 
 
 def _toy_model(seed=0):

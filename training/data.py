@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from gatta.decoder import DecodeError, Preprocessing, decode_image
 
-from .layouts import LayoutError, is_compressed_tar, is_plain_tar, list_dataset, read_compressed
+from .layouts import LayoutError, Listing, is_compressed_tar, is_plain_tar, list_dataset, read_compressed
 
 
 class DataError(ValueError):
@@ -68,11 +68,12 @@ def _decoding_key(image_size: int | Preprocessing | None) -> str:
 
 
 def load_images(path: str | Path, image_size: int | Preprocessing | None = None, split: str = "train",
-                workers: int = 2) -> ImageSet:
+                workers: int = 2, listing: Listing | None = None) -> ImageSet:
     """Load a dataset into memory (see module doc for layouts). ``image_size``: the model's
     preprocessing (``GattaConfig.preprocessing``: every picture decoded as evaluation sees it),
     an int to squash to that square, or None to keep the stored size. ``split``: ``train`` or
-    ``test`` for the CIFAR pickles."""
+    ``test`` (CIFAR's test batch, the official ``val/``). ``listing``: the source's listing of
+    that split when already made (streaming.choose_mode), so it is not listed again."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"data path {path} does not exist")
@@ -84,7 +85,7 @@ def load_images(path: str | Path, image_size: int | Preprocessing | None = None,
         z = np.load(cached, allow_pickle=False)
         return ImageSet(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
                         [str(c) for c in z["class_names"]])
-    data = _load_uncached(path, image_size, split, workers)
+    data = _load_uncached(path, image_size, split, workers, listing)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp.npz")
     np.savez(tmp, images=data.images.numpy(), labels=data.labels.numpy(),
@@ -104,7 +105,7 @@ def _cifar_pickles(path: Path) -> Path | None:
     return path if cifar10 or cifar100 else None
 
 
-def _load_uncached(path: Path, image_size, split, workers) -> ImageSet:
+def _load_uncached(path: Path, image_size, split, workers, listing=None) -> ImageSet:
     pickles = _cifar_pickles(path)
     if pickles is not None:
         load = _load_cifar10_pickle if (pickles / "data_batch_1").exists() else _load_cifar100_pickle
@@ -113,7 +114,7 @@ def _load_uncached(path: Path, image_size, split, workers) -> ImageSet:
         raise DataError(f"{path}: not a directory, CIFAR pickle folder, .tar or .tar.gz of images")
     try:  # the streamed path's lister, so both modes see the same pictures and classes
         read = read_compressed if is_compressed_tar(path) else list_dataset
-        listing = read(path, "val" if split == "test" else split)
+        listing = listing or read(path, "val" if split == "test" else split)
     except LayoutError as exc:
         raise DataError(str(exc)) from None
     items = [(listing.class_ids[label], listing.read(i)) for i, label in enumerate(listing.labels.tolist())]

@@ -88,9 +88,13 @@ def load_data(spec: str, image_size: int | Preprocessing | None, workers: int = 
         n = int(parts[1]) if len(parts) > 1 else 512
         classes = int(parts[2]) if len(parts) > 2 else 4
         return synthetic_images(n, classes, prep.input_size if prep else 32)
-    if prep is not None and choose_mode(spec, prep.input_size, mode) == "stream":
-        return stream_dataset(spec, prep, split="val" if split == "test" else split, workers=workers)
-    return load_images(spec, prep, split=split, workers=workers)
+    if prep is None:
+        return load_images(spec, prep, split=split, workers=workers)
+    folder = "val" if split == "test" else split  # the split layouts' held-out set is their val/
+    mode, listing = choose_mode(spec, prep.input_size, mode, folder)  # listed once: handed on
+    if mode == "stream":
+        return stream_dataset(spec, prep, folder, workers, listing)
+    return load_images(spec, prep, split=split, workers=workers, listing=listing)
 
 
 def split_data(data: ImageSet, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,8 +39,10 @@ RRC_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop defaults
 RRC_RATIO = (3 / 4, 4 / 3)
 
 
-def choose_mode(source: str | Path, input_size: int, mode: str = "auto") -> str:
-    """``memory`` or ``stream`` for ``source``. CIFAR pickles and .tar.gz files are read whole."""
+def choose_mode(source: str | Path, input_size: int, mode: str = "auto",
+                split: str = "train") -> tuple[str, Listing | None]:
+    """(``memory`` or ``stream``, the listing of ``split`` made to decide it, or None): hand the
+    listing on, so the set is listed once. CIFAR pickles and .tar.gz files are read whole."""
     if mode not in DATA_MODES:
         raise ValueError(f"data mode {mode!r}: choose one of {', '.join(DATA_MODES)}")
     path = Path(source)
@@ -50,11 +52,12 @@ def choose_mode(source: str | Path, input_size: int, mode: str = "auto") -> str:
         raise LayoutError(f"{source}: --data-mode stream reads an image folder or a plain .tar; "
                           "use --data-mode memory for CIFAR pickles and .tar.gz files")
     if mode != "auto":
-        return mode
+        return mode, None
     if not readable or cifar:
-        return "memory"
-    decoded = len(list_dataset(path).files) * 3 * input_size * input_size
-    return "stream" if decoded > MEMORY_LIMIT_BYTES else "memory"
+        return "memory", None
+    listing = list_dataset(path, split)
+    decoded = len(listing) * 3 * input_size * input_size
+    return ("stream" if decoded > MEMORY_LIMIT_BYTES else "memory"), listing
 
 
 # -- transforms -------------------------------------------------------------------------------
@@ -199,6 +202,8 @@ class StreamingSet:
         return torch.cat([x.mul(255).round().to(torch.uint8) for x, _ in self.eval_batches(pick, 256)])
 
 
-def stream_dataset(source: str | Path, prep: Preprocessing, split: str = "train", workers: int = 2) -> StreamingSet:
-    """A folder or plain .tar as a :class:`StreamingSet` (layouts: training/layouts.py)."""
-    return StreamingSet(list_dataset(source, split), prep, workers)
+def stream_dataset(source: str | Path, prep: Preprocessing, split: str = "train", workers: int = 2,
+                   listing: Listing | None = None) -> StreamingSet:
+    """A folder or plain .tar as a :class:`StreamingSet` (layouts: training/layouts.py);
+    ``listing``: its listing of ``split`` when already made (choose_mode)."""
+    return StreamingSet(listing or list_dataset(source, split), prep, workers)
