@@ -143,6 +143,26 @@ def test_auto_mode_lists_the_set_once(tmp_path, monkeypatch):
     assert isinstance(test_set, streaming.StreamingSet) and len(test_set) == 6 and len(scans) == 2
 
 
+def test_auto_streams_resnet_training_and_memory_says_the_augmentation_is_the_toy_models(tmp_path, capsys):
+    """A ResNet's augmentation is the random-resized crop + flip, which only streamed data gets."""
+    from dataclasses import replace
+
+    from gatta.training.config import imagenet_preprocessing
+    from gatta.training.data import ImageSet
+    from gatta.training.runs import RunOptions, training_data
+
+    tree = tiny_imagenet(tmp_path / "tiny")
+    assert choose_mode(tree, 16)[0] == "memory" and choose_mode(tree, 16, random_crop=True) == ("stream", None)
+    prep, run = imagenet_preprocessing(16), RunOptions(data=str(tree), out=tmp_path / "run", num_workers=0)
+    assert isinstance(training_data(run, prep, "resnet18"), streaming.StreamingSet)
+    assert isinstance(training_data(run, 16, "toy"), ImageSet)  # the toy model's: by size, here in memory
+    assert isinstance(training_data(replace(run, augmentation=False), prep, "resnet18"), ImageSet)
+    assert capsys.readouterr().out == ""
+    assert isinstance(training_data(replace(run, data_mode="memory"), prep, "resnet18"), ImageSet)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "resnet18 trains on the toy model's augmentation" in out
+
+
 def _toy_model(seed=0):
     from gatta.training.config import GattaConfig
     from gatta.training.model import GattaNet

@@ -68,15 +68,17 @@ def run_options(fn):
         click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs [backbone 50, toy head 500, ResNet head 1]."),
         click.option("--batch-size", type=int, default=None, help="[paper: 128 toy, 8 ResNet]"),
         click.option("--lr", type=float, default=None, help="Learning rate [paper: Adam 1e-3 toy, 3e-4 ResNet head; SGD 0.1 for a ResNet backbone]."),
-        click.option("--no-augment", is_flag=True, help="Disable rotation/shift/flip augmentation."),
+        click.option("--no-augment", is_flag=True, help="Disable augmentation (see --data-mode)."),
         click.option("--seed", default=0, show_default=True),
         DEVICE_OPTION,
         click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)."),
         click.option("--num-workers", default=2, show_default=True,
                      help="Threads that decode images (streamed data: DataLoader worker processes per rank)."),
         click.option("--data-mode", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
-                     help="memory: decode every image once into RAM; stream: read and decode per batch (image "
-                          "folders, plain .tar); auto: stream when the decoded set would pass 4 GiB."),
+                     help="memory: decode every image once into RAM, augmented by the toy model's rotation, shift "
+                          "and flip; stream: read and decode per batch (image folders, plain .tar), augmented by a "
+                          "random-resized crop + flip, the ResNet's; auto: stream ResNet training and any set whose "
+                          "decoded pictures would pass 4 GiB."),
         click.option("--resume", is_flag=True, help="Continue from OUT/last.pt."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
                      help="bf16: mixed precision (autocast) for the training steps; validation stays fp32. auto: bf16 "

@@ -8,6 +8,7 @@ layer over these; tests call them directly).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -74,11 +75,12 @@ class HeadOptions:
 
 # -- data ------------------------------------------------------------------------------------
 def load_data(spec: str, image_size: int | Preprocessing | None, workers: int = 2,
-              mode: str = "auto", split: str = "train") -> ImageSet | StreamingSet:
+              mode: str = "auto", split: str = "train", random_crop: bool = False) -> ImageSet | StreamingSet:
     """A dataset path, or ``synthetic:N[:classes]`` for generated smoke-test data; in memory
     or streamed (``mode``: memory, stream or auto, see streaming.choose_mode). ``image_size``:
     the model's preprocessing, or an int for a squash to that square. ``split``: ``train``, or
-    ``test`` (the CIFAR test batch; the official ``val/`` of Tiny-ImageNet and ImageNet)."""
+    ``test`` (the CIFAR test batch; the official ``val/`` of Tiny-ImageNet and ImageNet).
+    ``random_crop``: the run trains on the random-resized crop + flip (auto streams it)."""
     prep = Preprocessing(image_size) if isinstance(image_size, int) else image_size
     if spec.startswith("synthetic"):
         if split != "train":
@@ -91,10 +93,22 @@ def load_data(spec: str, image_size: int | Preprocessing | None, workers: int = 
     if prep is None:
         return load_images(spec, prep, split=split, workers=workers)
     folder = "val" if split == "test" else split  # the split layouts' held-out set is their val/
-    mode, listing = choose_mode(spec, prep.input_size, mode, folder)  # listed once: handed on
+    mode, listing = choose_mode(spec, prep.input_size, mode, folder, random_crop)  # listed once: handed on
     if mode == "stream":
         return stream_dataset(spec, prep, folder, workers, listing)
     return load_images(spec, prep, split=split, workers=workers, listing=listing)
+
+
+def training_data(run: RunOptions, image_size: int | Preprocessing, backbone: str) -> ImageSet | StreamingSet:
+    """A run's training set. A ResNet's augmentation is the random-resized crop + flip, which
+    only streamed data gets (cropped from the stored picture), so ``--data-mode auto`` streams
+    ResNet training; in memory a ResNet gets the toy model's augmentation, and one line says so."""
+    random_crop = run.augmentation and not is_toy(backbone)
+    dataset = load_data(run.data, image_size, run.num_workers, run.data_mode, random_crop=random_crop)
+    if random_crop and isinstance(dataset, ImageSet) and int(os.environ.get("RANK", "0")) == 0:
+        print(f"{run.data} in memory: {backbone} trains on the toy model's augmentation (rotation, shift and flip of "
+              "the evaluation crop), not the random-resized crop + flip of --data-mode stream", flush=True)
+    return dataset
 
 
 def split_data(data: ImageSet, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,14 +144,14 @@ def train_backbone(run: RunOptions, backbone: str = "toy", image_size: int = 32,
     ResNets use ImageNet's statistics and are evaluated as torchvision evaluates them
     (shorter side to int(size / crop_pct), centre crop)."""
     if is_toy(backbone):
-        dataset = load_data(run.data, image_size, run.num_workers, run.data_mode)
+        dataset = training_data(run, image_size, backbone)
         train_idx, val_idx = split_data(dataset, run.val_size, run.split_seed)
         mean, std = channel_stats(dataset.sample(train_idx) if isinstance(dataset, StreamingSet)
                                   else dataset.images[train_idx])
         extra = {"mean": mean, "std": std}
     else:
         prep = imagenet_preprocessing(image_size, crop_pct or IMAGENET_CROP_PCT)
-        dataset = load_data(run.data, prep, run.num_workers, run.data_mode)
+        dataset = training_data(run, prep, backbone)
         train_idx, val_idx = split_data(dataset, run.val_size, run.split_seed)
         extra = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "preprocessing": prep}
     config = GattaConfig(backbone=backbone, num_classes=len(dataset.class_names),
@@ -185,7 +199,7 @@ def train_head(run: RunOptions, head: HeadOptions, backbone_ckpt: Path | None = 
         cfg = GattaConfig(backbone=backbone_name, num_classes=1000, image_size=image_size or 224,
                           mean=IMAGENET_MEAN, std=IMAGENET_STD,
                           preprocessing=imagenet_preprocessing(image_size or 224, crop_pct or IMAGENET_CROP_PCT))
-    dataset = load_data(run.data, cfg.preprocessing, run.num_workers, run.data_mode)
+    dataset = training_data(run, cfg.preprocessing, cfg.backbone)
     if backbone_ckpt is None:
         cfg.num_classes, cfg.class_names = len(dataset.class_names), dataset.class_names
     else:
@@ -210,7 +224,7 @@ def finetune(run: RunOptions, ckpt: Path, what: str) -> dict:
     if what not in ("joint", "backbone"):
         raise ValueError(f"finetune: {what!r} is not joint or backbone")
     model, base_meta = load_checkpoint(ckpt)
-    dataset = load_data(run.data, model.config.preprocessing, run.num_workers, run.data_mode)
+    dataset = training_data(run, model.config.preprocessing, model.config.backbone)
     check_classes(dataset, run.data, model.config.num_classes, ckpt)
     train_idx, val_idx = split_data(dataset, base_meta.val_size, base_meta.split_seed)
     meta = CheckpointMeta(data=str(run.data), init_ckpt=str(ckpt), finetune=what,

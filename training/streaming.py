@@ -12,8 +12,8 @@ DataLoader worker process, never the whole set at once.
   ``set_epoch``. The order depends only on (seed, epoch), and each picture's augmentation on
   (seed, epoch, picture), so a run resumed at an epoch boundary continues exactly and the
   result does not depend on the number of workers.
-- :func:`choose_mode`: in memory (decoded once, training/data.py) or streamed, by a flag or by
-  the decoded size.
+- :func:`choose_mode`: in memory (decoded once, training/data.py) or streamed, by a flag, by
+  the augmentation (ResNet training streams) or by the decoded size.
 """
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ RRC_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop defaults
 RRC_RATIO = (3 / 4, 4 / 3)
 
 
-def choose_mode(source: str | Path, input_size: int, mode: str = "auto",
-                split: str = "train") -> tuple[str, Listing | None]:
+def choose_mode(source: str | Path, input_size: int, mode: str = "auto", split: str = "train",
+                random_crop: bool = False) -> tuple[str, Listing | None]:
     """(``memory`` or ``stream``, the listing of ``split`` made to decide it, or None): hand the
-    listing on, so the set is listed once. CIFAR pickles and .tar.gz files are read whole."""
+    listing on, so the set is listed once. CIFAR pickles and .tar.gz files are read whole.
+    ``random_crop``: a run that trains on the random-resized crop + flip (ResNets), which only
+    the streamed loader does, from the stored picture: ``auto`` streams it whenever it can."""
     if mode not in DATA_MODES:
         raise ValueError(f"data mode {mode!r}: choose one of {', '.join(DATA_MODES)}")
     path = Path(source)
@@ -55,6 +57,8 @@ def choose_mode(source: str | Path, input_size: int, mode: str = "auto",
         return mode, None
     if not readable or cifar:
         return "memory", None
+    if random_crop:
+        return "stream", None
     listing = list_dataset(path, split)
     decoded = len(listing) * 3 * input_size * input_size
     return ("stream" if decoded > MEMORY_LIMIT_BYTES else "memory"), listing
