@@ -163,6 +163,25 @@ def test_auto_streams_resnet_training_and_memory_says_the_augmentation_is_the_to
     assert out.count("\n") == 1 and "resnet18 trains on the toy model's augmentation" in out
 
 
+def test_the_decoded_sizes_quoted_are_the_arithmetic():
+    """docs/data.md and streaming.py quote a set's decoded size (N x 3 x S x S bytes) to the
+    precision they print."""
+    import re
+    from pathlib import Path
+
+    sizes = {"CIFAR-10": 50_000 * 3 * 32 * 32, "Tiny-ImageNet": 100_000 * 3 * 64 * 64,
+             "ImageNet-1k": 1_281_167 * 3 * 224 * 224}
+    root = Path(__file__).resolve().parents[1]
+    for path in (root / "docs" / "data.md", root / "training" / "streaming.py"):
+        text = " ".join(path.read_text().split())
+        for name, size in sizes.items():
+            quoted = re.findall(rf"(?<![\w-]){name}[^()]*\(([\d.]+) GB\)", text)
+            assert quoted, (path.name, name)
+            for q in quoted:  # 0.15 is 0.1536 to two places, 193 is 192.85 to none
+                assert abs(float(q) - size / 1e9) <= 0.5 * 10 ** -len(q.partition(".")[2]), (path.name, name, q)
+    assert streaming.MEMORY_LIMIT_BYTES == 4 * 2**30  # "4 GiB (4.3 GB)"
+
+
 def _toy_model(seed=0):
     from gatta.training.config import GattaConfig
     from gatta.training.model import GattaNet

@@ -10,8 +10,9 @@ DataLoader worker process, never the whole set at once.
 - :class:`ShardedBatches`: a DistributedSampler-style split under ``torchrun``: seeded, every
   picture exactly once per epoch across ranks, the same number of steps on every rank,
   ``set_epoch``. The order depends only on (seed, epoch), and each picture's augmentation on
-  (seed, epoch, picture), so a run resumed at an epoch boundary continues exactly and the
-  result does not depend on the number of workers.
+  (seed, epoch, picture), so a run resumed at an epoch boundary sees the pictures and crops an
+  uninterrupted run would (dropout is another matter: docs/data.md, Resuming), and the result
+  does not depend on the number of workers.
 - :func:`choose_mode`: in memory (decoded once, training/data.py) or streamed, by a flag, by
   the augmentation (ResNet training streams) or by the decoded size.
 """
@@ -32,8 +33,9 @@ from .layouts import LayoutError, Listing, is_plain_tar, list_dataset
 
 DATA_MODES = ("auto", "memory", "stream")
 # auto streams a dataset whose pictures, decoded at the model's input size as uint8, would take
-# more than this: CIFAR-10 (0.18 GB) and Tiny-ImageNet at 64 px (1.2 GB) stay in memory,
-# ImageNet-1k at 224 px (190 GB) streams.
+# more than this (4.3 GB): CIFAR-10's 50,000 training pictures at 32 px (0.15 GB) and
+# Tiny-ImageNet's 100,000 at 64 px (1.2 GB) stay in memory, ImageNet-1k's 1,281,167 at 224 px
+# (193 GB) stream. (ResNet training streams whatever the size: see choose_mode.)
 MEMORY_LIMIT_BYTES = 4 * 2**30
 RRC_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop defaults
 RRC_RATIO = (3 / 4, 4 / 3)
