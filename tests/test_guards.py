@@ -215,12 +215,16 @@ def test_the_client_refuses_before_sending_in_the_servers_words(triton, protocol
 
 def _repository_without_bounds(tiny_export, root):
     """The classifier as a repository exported before bounds existed: only NaN/Inf inputs and
-    non-finite outputs are refused, so out-of-range values reach the model."""
+    non-finite outputs are refused, so out-of-range values reach the model. Requests wait up
+    to 0.3 s for a batch."""
     repo = root / "repo"
     shutil.copytree(tiny_export[0] / "gatta", repo / "gatta")
     for path in (repo / "gatta" / "config.pbtxt", repo / "gatta" / "configs" / f"{CPU_CONFIG_NAME}.pbtxt"):
         config = read_config(path)
         del config.parameters[contract.PARAM_BOUNDS]
+        # a long batching window: the burst of requests below shares batches however fast the
+        # machine is (on a quiet one each request could otherwise run alone)
+        config.dynamic_batching.max_queue_delay_microseconds = 300_000
         path.write_text(text_format.MessageToString(config))
     return repo
 
