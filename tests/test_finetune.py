@@ -177,6 +177,7 @@ def test_precision_auto_is_bf16_only_where_it_was_measured():
     assert resolve_precision("auto", "head", "cpu") == "bf16"
     assert [resolve_precision("auto", s, "cpu") for s in ("backbone", "joint")] == ["fp32", "fp32"]
     assert resolve_precision("auto", "head", "cuda") == "fp32"  # not measured on a GPU yet
+    assert resolve_precision("auto", "head", "cpu", toy=False) == "fp32"  # ResNet heads: not faster
     assert resolve_precision("fp32", "head", "cpu") == "fp32"
 
 
