@@ -25,6 +25,7 @@ mkdir -p "$RUNS"
 resume() { [ -f "$1/last.pt" ] && echo --resume || true; }
 backbone() {  # out, extra args...
   local out=$1; shift
+  [ -f "$RUNS/$out.frozen.pt" ] && return 0  # done (its last epoch frozen for the head)
   "$BIN/gatta-train" backbone --data "$DATA" --out "$RUNS/$out" --precision fp32 "$@" $(resume "$RUNS/$out")
   [ -f "$RUNS/$out.frozen.pt" ] || cp "$RUNS/$out/last.pt" "$RUNS/$out.frozen.pt"  # the head's frozen copy
 }
@@ -34,6 +35,8 @@ head() {  # backbone name, head out, extra args...
       --epochs "$HEAD_EPOCHS" --patience "$HEAD_PATIENCE" --out "$RUNS/$out" "$@" $(resume "$RUNS/$out")
 }
 
+# Step 1 ran to its stopping rule (epoch 218) and its last epoch is committed: start from it.
+[ -f "$RUNS/backbone-p50.frozen.pt" ] || cp models/cifar10-toy-backbone-p50.pt "$RUNS/backbone-p50.frozen.pt"
 backbone backbone-p50 --epochs 500 --patience 50
 backbone backbone-cosine --epochs "$DECAY_EPOCHS" --lr-schedule cosine --patience "$DECAY_EPOCHS"
 head backbone-p50 head-p50
