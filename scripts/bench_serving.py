@@ -30,13 +30,11 @@ import numpy as np
 import onnxruntime as ort
 import psutil
 
-from gatta import contract
-from gatta.bench.interleaved import (Window, interleave, is_busy, latency_overhead, machine_load, ratios,
+from gatta.bench.interleaved import (interleave, is_busy, latency_overhead, machine_load, ratios,
                                      spread)
 from gatta.bench.graphs import second_pass_rounds
 from gatta.bench.served import InProcess, Served, cpu_per_image
 from gatta.export.exporter import ExportOptions, export_checkpoint
-from gatta.serving.launcher import start_server
 from gatta.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

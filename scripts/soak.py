@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np

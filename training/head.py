@@ -16,7 +16,6 @@ Two evaluations of the same equations:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Tap
