@@ -37,6 +37,9 @@ def summary_table(report) -> str:
         lines.append(f"out {spec.name:<18} {'B x ' + 'x'.join(map(str, spec.dims)):<15} {spec.dtype:<6} {note}")
     lines.append(f"\nverified against PyTorch: {ver['cases']} runs on {ver['images']} "
                  f"(tolerance abs {ver['tolerance']['abs']:.0e}, logits rel {ver['tolerance']['logits_rel']:.0e})")
+    if ref := ver.get("fp32_reference"):
+        lines.append(f"verified against the FP32 model it was shipped from: logits rel {ref['logits_rel']:.1e}, "
+                     f"probs abs {ref['probs_abs']:.1e}, top-1 {ref['top1_agree']}/{ref['n']} (limit 1e-02)")
     lines.append(f"execution providers verified: {', '.join(ver['providers'])}"
                  + (f" (CUDA not verified: {ver['cuda_skipped']})" if ver.get("cuda_skipped") else ""))
     lines.append("files:")

@@ -24,11 +24,12 @@ from google.protobuf import text_format
 from gatta import contract
 from gatta.contract import ModelMetadata
 from gatta.training.checkpoint import CheckpointMeta, load_checkpoint
+from gatta.training.shipping import REFERENCE_TOL, against_reference, read_reference
 
 from .onnx_graph import check_onnx, export_onnx
 from .repository import DEVICES, FLAVOURS, RepositoryOptions, read_config, write_repository
 from .signature import signature_for
-from .verify import ExportError, verify_export
+from .verify import ExportError, ort_session, verify_export
 
 OPSETS = range(14, 21)  # what the TorchScript exporter and ONNX Runtime both handle here
 
@@ -92,6 +93,21 @@ def verification_images(model, meta: CheckpointMeta, n: int = 8, seed: int = 0) 
             return data.images[val[:n]].float().div(255).numpy(), f"{n} validation images of {data_path}"
     rng = np.random.default_rng(seed)
     return rng.random((n, 3, size, size), dtype=np.float32), f"{n} random images"
+
+
+def verify_reference(onnx_path: Path, signature: ModelMetadata, reference) -> dict:
+    """A shipped checkpoint's weights may be rounded (half-precision backbone): the exported
+    graph must still answer like the FP32 model it came from, on the pictures kept for that."""
+    session = ort_session(onnx_path, "all")
+    feeds = {contract.IMAGE: reference.inputs()}
+    logits = session.run([contract.LOGITS], feeds)[0]
+    check = against_reference(logits, reference)
+    if not check["ok"]:
+        raise ExportError(
+            f"the exported model disagrees with the FP32 model the checkpoint was shipped from: logits rel "
+            f"{check['logits_rel']:.1e} (limit {REFERENCE_TOL['logits_rel']:.0e}), probs abs "
+            f"{check['probs_abs']:.1e} (limit {REFERENCE_TOL['probs_abs']:.0e}), top-1 {check['top1_agree']}/{check['n']}")
+    return check
 
 
 def _check_target(opts: ExportOptions, flavours: list[str]) -> list[Path]:
@@ -213,10 +229,17 @@ def export_checkpoint(ckpt: Path, opts: ExportOptions, progress=lambda msg: None
             check_onnx(onnx_path)
         except Exception as exc:
             raise ExportError(f"exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
-        images, source = verification_images(model, meta)
+        reference = read_reference(ckpt)
+        if reference is not None:
+            images, source = reference.inputs(), reference.source
+        else:
+            images, source = verification_images(model, meta)
         progress(f"verifying against PyTorch on {source}")
         verification = verify_export(model.float() if opts.fp16 else model, signature, onnx_path, images, opts.fp16)
         verification["images"] = source
+        if reference is not None and not opts.baseline:  # the reference holds GAttANet's logits
+            progress("verifying against the FP32 model the checkpoint was shipped from")
+            verification["fp32_reference"] = verify_reference(onnx_path, signature, reference)
         report = ExportReport(signature, verification)
         for flavour, repo in zip(flavours, repos):
             staged = staging / f"repo-{flavour}"

@@ -297,6 +297,33 @@ def curves(logs, out, last, as_json):
 
 
 @main.command()
+@click.argument("ckpt", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The checkpoint to ship, e.g. models/NAME.pt.")
+@click.option("--data", default=None, help="Where the reference pictures come from [the checkpoint's own dataset].")
+@click.option("--half/--no-half", default=True, show_default=True,
+              help="Store the backbone's weights in half precision (the head stays FP32).")
+@click.option("--probes", default=16, show_default=True, help="Validation pictures kept with the FP32 model's logits.")
+@click.option("--num-workers", default=2, show_default=True)
+@friendly_errors
+def ship(ckpt, out, data, half, probes, num_workers):
+    """A checkpoint made to ship: no optimizer or RNG state, the backbone in half precision,
+    and the FP32 model's logits on a few validation pictures, against which every export of
+    the file verifies (training/shipping.py).
+
+    \b
+      gatta-train ship runs/tiny-imagenet/head-d8/best.pt --out models/tiny-imagenet-resnet18-d8.pt
+    """
+    from .shipping import ship_checkpoint
+
+    r = ship_checkpoint(ckpt, out, data, half, probes, num_workers)
+    c = r["check"]
+    click.echo(f"{out}: {r['bytes_out'] / 1e6:.1f} MB (from {r['bytes_in'] / 1e6:.1f} MB; backbone "
+               f"{'half' if half else 'FP32'}); against the FP32 model on {r['source']}: logits rel "
+               f"{c['logits_rel']:.1e}, probs abs {c['probs_abs']:.1e}, top-1 {c['top1_agree']}/{c['n']}")
+
+
+@main.command()
 @click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="toy", show_default=True)
 @click.option("--num-classes", default=10, show_default=True)
 @click.option("--d", "d", default=16, show_default=True)

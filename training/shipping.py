@@ -1,0 +1,131 @@
+"""Checkpoints made to ship: the training state dropped, the backbone's weights stored in half
+precision, and the FP32 model's own outputs on a few validation pictures kept beside them.
+
+A ResNet18 is 45 MB in FP32 and 22 MB with its backbone in half precision; the trained head
+(K, Q, alpha, the norms: ~70K values) stays FP32, as loading upcasts every weight to FP32
+anyway. Rounding the backbone is not free, so the shipped file carries a *reference*: uint8
+pictures and the logits the FP32 model gave for them. Every export of the file (and ``gatta-train
+ship`` itself) checks the model it builds against those logits, not against the rounded copy,
+so "verified" keeps meaning "answers like the model that was trained".
+
+The reference, in the checkpoint's payload (plain tensors and strings: weights_only loads it)::
+
+    "reference": {"images": uint8 [N, 3, S, S], "logits": float32 [N, classes],
+                  "source": "16 validation images of DATA", "weights": "float32"}
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+
+# what half-precision weights are allowed to move the outputs, as for an FP16 export
+REFERENCE_TOL = {"probs_abs": 1e-2, "logits_rel": 1e-2}
+HALF_PREFIX = "backbone."  # the frozen CNN: everything else is the trained head
+
+
+@dataclass
+class Reference:
+    images: torch.Tensor  # uint8 [N, 3, S, S]
+    logits: torch.Tensor  # float32 [N, classes], from the FP32 model
+    source: str
+
+    def inputs(self) -> np.ndarray:
+        """The pictures as the model's input: float32 in [0, 1]."""
+        return self.images.float().div(255).numpy()
+
+
+def read_reference(path: str | Path) -> Reference | None:
+    """The reference a shipped checkpoint carries, or None (a training checkpoint)."""
+    payload = read_checkpoint(path)
+    ref = payload.get("reference")
+    if ref is None:
+        return None
+    try:
+        images, logits = ref["images"], ref["logits"]
+        ok = images.dtype == torch.uint8 and images.ndim == 4 and logits.ndim == 2 and len(images) == len(logits)
+    except (KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{path}: its 'reference' entry is malformed (expected uint8 images [N, 3, S, S] "
+                              "and logits [N, classes])")
+    return Reference(images, logits.float(), str(ref.get("source", "")))
+
+
+def against_reference(logits: np.ndarray, reference: Reference) -> dict:
+    """How far ``logits`` (for the reference pictures) are from the FP32 model's: max relative
+    logit difference, max probability difference, top-1 agreement; ``ok`` within REFERENCE_TOL."""
+    ref = reference.logits.numpy()
+    logits_rel = float(np.abs(logits - ref).max() / max(float(np.abs(ref).max()), 1e-12))
+    probs = torch.softmax(torch.from_numpy(logits).float(), 1).numpy()
+    probs_abs = float(np.abs(probs - torch.softmax(reference.logits, 1).numpy()).max())
+    top1 = int((logits.argmax(1) == ref.argmax(1)).sum())
+    ok = logits_rel <= REFERENCE_TOL["logits_rel"] and probs_abs <= REFERENCE_TOL["probs_abs"]  # NaN fails
+    return {"logits_rel": logits_rel, "probs_abs": probs_abs, "top1_agree": top1, "n": len(ref), "ok": ok}
+
+
+def reference_pictures(ckpt: Path, data: str, n: int, num_workers: int = 2) -> tuple[torch.Tensor, str]:
+    """The first ``n`` pictures of the checkpoint's validation split, through its evaluation
+    transform, as uint8."""
+    from .runs import checkpoint_and_images
+
+    _, dataset, val = checkpoint_and_images(ckpt, data, num_workers=num_workers)
+    pick = val[:n]
+    if hasattr(dataset, "images"):  # in memory
+        images = dataset.images[pick]
+    else:
+        images = torch.cat([x.mul(255).round().to(torch.uint8) for x, _ in dataset.eval_batches(pick, n)])
+    return images, f"{len(pick)} validation images of {data}"
+
+
+@torch.no_grad()
+def ship_checkpoint(src: str | Path, dst: str | Path, data: str | None = None, half: bool = True,
+                    probes: int = 16, num_workers: int = 2) -> dict:
+    """Write ``dst``: ``src`` without optimizer and RNG state, the backbone in half precision
+    (``half``), and the FP32 model's logits on ``probes`` validation pictures of ``data`` (the
+    checkpoint's own dataset by default; random pictures if it is not on this machine). Checks
+    the written file against that reference and returns the figures."""
+    src, dst = Path(src), Path(dst)
+    payload = read_checkpoint(src)
+    model, meta = load_checkpoint(src)
+    data = data or meta.data
+    if data and not data.startswith("synthetic") and Path(data).exists():
+        images, source = reference_pictures(src, data, probes, num_workers)
+    else:
+        size = model.config.image_size
+        images = torch.randint(0, 256, (probes, 3, size, size), generator=torch.Generator().manual_seed(0),
+                               dtype=torch.uint8)
+        source = f"{probes} random images (the checkpoint's data, {data or 'unknown'}, is not on this machine)"
+    reference = Reference(images, model(images.float().div(255)).logits.float(), source)
+
+    state = payload["state_dict"]
+    if half:
+        state = {k: v.half() if k.startswith(HALF_PREFIX) and v.is_floating_point() else v for k, v in state.items()}
+    shipped = {k: payload[k] for k in ("format", "format_version", "config", "meta")}
+    shipped["state_dict"] = state
+    shipped["reference"] = {"images": reference.images, "logits": reference.logits, "source": source,
+                            "weights": "float32"}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    torch.save(shipped, tmp)
+    os.replace(tmp, dst)
+
+    rounded, _ = load_checkpoint(dst)
+    check = against_reference(rounded(reference.images.float().div(255)).logits.numpy(), reference)
+    if not check["ok"]:
+        dst.unlink()
+        raise CheckpointError(f"{src}: half-precision weights move its outputs too far ({_figures(check)}); "
+                              "ship it with --no-half")
+    return {"source": source, "bytes_in": src.stat().st_size, "bytes_out": dst.stat().st_size,
+            "half": half, "check": check}
+
+
+def _figures(check: dict) -> str:
+    return (f"logits rel {check['logits_rel']:.1e}, probs abs {check['probs_abs']:.1e}, "
+            f"top-1 {check['top1_agree']}/{check['n']}")
