@@ -19,20 +19,32 @@ from gatta.serving.default_model import models_repository, named_checkpoints
 from gatta.serving.launcher import start_server
 
 
+def true_label(path: Path, labels: list[str]) -> str | None:
+    """The class a sample's file name says it is (``golden_retriever.jpg``: golden retriever)."""
+    for name in (path.stem, path.stem.replace("_", " ")):
+        if name in labels:
+            return name
+    return None
+
+
 def demo_model(client: GattaClient, paths: list[Path], out: Path) -> None:
-    """Classify ``paths`` with one served model: predictions, figures, the lesion's effect."""
+    """Classify ``paths`` with one served model: predictions, figures, the lesion's effect.
+    When some file names are this model's classes, only those pictures (samples/ holds
+    pictures for each bundled model, named by their class)."""
     info = client.info
+    named = [p for p in paths if true_label(p, info.labels)]
+    paths = named or paths
     results = client.classify(paths, top_k=3)
     print(f"\n{info.name}: {len(info.labels)} classes, {info.image_size}x{info.image_size} input, "
           f"layers {info.full_pattern}")
-    print(f"{'image':<16} {'prediction':<12} {'prob':>6}   top-3")
-    named = [p for p in paths if p.stem in info.labels]  # file names that are this model's classes
+    width = max(12, *(len(r.label) for r in results))
+    print(f"{'image':<22} {'prediction':<{width}} {'prob':>6}   top-3")
     for path, r in zip(paths, results):
         top3 = ", ".join(f"{label} {p:.2f}" for label, p in r.top_k)
-        print(f"{path.name:<16} {r.label:<12} {r.prob:>6.2f}   {top3}")
+        print(f"{path.name:<22} {r.label:<{width}} {r.prob:>6.2f}   {top3}")
         maps_figure(r, info, path, out / f"{path.stem}.png")
     if named:
-        correct = sum(r.label == p.stem for p, r in zip(paths, results) if p in named)
+        correct = sum(r.label == true_label(p, info.labels) for p, r in zip(paths, results))
         print(f"\n{correct}/{len(named)} correct (file names are the true classes)")
     off = "." * len(info.layers)
     lesioned = client.classify(paths, lesion=off)
