@@ -229,7 +229,7 @@ def export_checkpoint(ckpt: Path, opts: ExportOptions, progress=lambda msg: None
             check_onnx(onnx_path)
         except Exception as exc:
             raise ExportError(f"exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
-        reference = read_reference(ckpt)
+        reference = read_reference(ckpt, model.config)
         if reference is not None:
             images, source = reference.inputs(), reference.source
         else:

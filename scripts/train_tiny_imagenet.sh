@@ -13,7 +13,7 @@
 # 2. The d=8 head (and d=16 with D16=1) on the frozen last backbone epoch, the paper's ResNet
 #    recipe: Adam 3e-4, batch 8, batch norm on keys/queries, layer norm on gatta, key/query
 #    dropout 0.25, early stopping with patience 1 (at most HEAD_EPOCHS).
-# 3. Baseline vs GAttANet on the selection split with paired CIs and the fixed/broken counts,
+# 3. Baseline vs GAttANet on the selection split with paired CIs and the fixed/broken counts (eval),
 #    lesions (at noise 0), noise 0.05 and 0.1.
 # 4. The test set, once.
 # 5. The d=8 model shipped (backbone in half precision, the FP32 model's answers kept for the

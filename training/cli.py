@@ -303,7 +303,8 @@ def curves(logs, out, last, as_json):
 @click.option("--data", default=None, help="Where the reference pictures come from [the checkpoint's own dataset].")
 @click.option("--half/--no-half", default=True, show_default=True,
               help="Store the backbone's weights in half precision (the head stays FP32).")
-@click.option("--probes", default=16, show_default=True, help="Validation pictures kept with the FP32 model's logits.")
+@click.option("--probes", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Validation pictures kept with the FP32 model's logits.")
 @click.option("--num-workers", default=2, show_default=True)
 @friendly_errors
 def ship(ckpt, out, data, half, probes, num_workers):

@@ -1,11 +1,12 @@
 """Checkpoints made to ship: the training state dropped, the backbone's weights stored in half
 precision, and the FP32 model's own outputs on a few validation pictures kept beside them.
 
-A ResNet18 is 45 MB in FP32 and 22 MB with its backbone in half precision; the trained head
-(K, Q, alpha, the norms: ~70K values) stays FP32, as loading upcasts every weight to FP32
-anyway. Rounding the backbone is not free, so the shipped file carries a *reference*: uint8
-pictures and the logits the FP32 model gave for them. Every export of the file (and ``gatta-train
-ship`` itself) checks the model it builds against those logits, not against the rounded copy,
+A ResNet18 is 45 MB in FP32 and 22 MB with its backbone's parameters in half precision; its
+batch-norm statistics and the trained head (K, Q, alpha, the norms: ~70K values) stay FP32, and
+loading upcasts every weight to FP32 anyway. Rounding the backbone is not free, so the shipped
+file carries a *reference*: uint8 pictures and the logits the FP32 model gave for them. Every
+export of the full model from the file (not a ``--baseline`` export: other logits), and ``gatta-train
+ship`` itself, checks the model it builds against those logits, not against the rounded copy,
 so "verified" keeps meaning "answers like the model that was trained".
 
 The reference, in the checkpoint's payload (plain tensors and strings: weights_only loads it)::
@@ -41,8 +42,9 @@ class Reference:
         return self.images.float().div(255).numpy()
 
 
-def read_reference(path: str | Path) -> Reference | None:
-    """The reference a shipped checkpoint carries, or None (a training checkpoint)."""
+def read_reference(path: str | Path, config=None) -> Reference | None:
+    """The reference a shipped checkpoint carries, or None (a training checkpoint). With the
+    checkpoint's ``config``, its pictures and logits must fit the model."""
     payload = read_checkpoint(path)
     ref = payload.get("reference")
     if ref is None:
@@ -50,11 +52,14 @@ def read_reference(path: str | Path) -> Reference | None:
     try:
         images, logits = ref["images"], ref["logits"]
         ok = images.dtype == torch.uint8 and images.ndim == 4 and logits.ndim == 2 and len(images) == len(logits)
+        if ok and config is not None:
+            ok = tuple(images.shape[1:]) == (3, config.image_size, config.image_size) \
+                and logits.shape[1] == config.num_classes
     except (KeyError, TypeError, AttributeError):
         ok = False
     if not ok:
         raise CheckpointError(f"{path}: its 'reference' entry is malformed (expected uint8 images [N, 3, S, S] "
-                              "and logits [N, classes])")
+                              "and logits [N, classes] that fit its model)")
     return Reference(images, logits.float(), str(ref.get("source", "")))
 
 
@@ -71,12 +76,12 @@ def against_reference(logits: np.ndarray, reference: Reference) -> dict:
 
 
 def reference_pictures(ckpt: Path, data: str, n: int, num_workers: int = 2) -> tuple[torch.Tensor, str]:
-    """The first ``n`` pictures of the checkpoint's validation split, through its evaluation
-    transform, as uint8."""
+    """``n`` pictures of the checkpoint's validation split spread evenly over it (so over its
+    classes: the split is in class order), through its evaluation transform, as uint8."""
     from .runs import checkpoint_and_images
 
     _, dataset, val = checkpoint_and_images(ckpt, data, num_workers=num_workers)
-    pick = val[:n]
+    pick = val[torch.linspace(0, len(val) - 1, min(n, len(val))).round().long()]
     if hasattr(dataset, "images"):  # in memory
         images = dataset.images[pick]
     else:
@@ -92,8 +97,17 @@ def ship_checkpoint(src: str | Path, dst: str | Path, data: str | None = None, h
     checkpoint's own dataset by default; random pictures if it is not on this machine). Checks
     the written file against that reference and returns the figures."""
     src, dst = Path(src), Path(dst)
+    if probes < 1:
+        raise ValueError(f"--probes {probes}: at least one reference picture is needed")
+    if dst.resolve() == src.resolve():
+        raise CheckpointError(f"{dst}: would overwrite the checkpoint it is made from; give another --out")
     payload = read_checkpoint(src)
+    if "reference" in payload:
+        raise CheckpointError(f"{src}: already shipped (its weights may be rounded); ship the training "
+                              "checkpoint it came from")
     model, meta = load_checkpoint(src)
+    if data and not data.startswith("synthetic") and not Path(data).exists():
+        raise FileNotFoundError(f"--data {data} does not exist")
     data = data or meta.data
     if data and not data.startswith("synthetic") and Path(data).exists():
         images, source = reference_pictures(src, data, probes, num_workers)
@@ -105,23 +119,25 @@ def ship_checkpoint(src: str | Path, dst: str | Path, data: str | None = None, h
     reference = Reference(images, model(images.float().div(255)).logits.float(), source)
 
     state = payload["state_dict"]
-    if half:
-        state = {k: v.half() if k.startswith(HALF_PREFIX) and v.is_floating_point() else v for k, v in state.items()}
+    if half:  # the backbone's parameters; its batch-norm statistics stay FP32 (a variance may pass 65504)
+        params = {name for name, _ in model.named_parameters() if name.startswith(HALF_PREFIX)}
+        state = {k: v.half() if k in params else v for k, v in state.items()}
     shipped = {k: payload[k] for k in ("format", "format_version", "config", "meta")}
     shipped["state_dict"] = state
     shipped["reference"] = {"images": reference.images, "logits": reference.logits, "source": source,
                             "weights": "float32"}
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
-    torch.save(shipped, tmp)
-    os.replace(tmp, dst)
-
-    rounded, _ = load_checkpoint(dst)
-    check = against_reference(rounded(reference.images.float().div(255)).logits.numpy(), reference)
-    if not check["ok"]:
-        dst.unlink()
-        raise CheckpointError(f"{src}: half-precision weights move its outputs too far ({_figures(check)}); "
-                              "ship it with --no-half")
+    try:  # checked before it takes dst's place: a failure leaves dst as it was
+        torch.save(shipped, tmp)
+        rounded, _ = load_checkpoint(tmp)
+        check = against_reference(rounded(reference.images.float().div(255)).logits.numpy(), reference)
+        if not check["ok"]:
+            raise CheckpointError(f"{src}: half-precision weights move its outputs too far ({_figures(check)}); "
+                                  "ship it with --no-half")
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
     return {"source": source, "bytes_in": src.stat().st_size, "bytes_out": dst.stat().st_size,
             "half": half, "check": check}
 
