@@ -6,10 +6,11 @@ report lists the providers verified. TF32 is off on CUDA, as in the served model
 only 10 mantissa bits in convolutions and would break the FP32 tolerance.
 
 Tolerances (FP32): max absolute difference <= 1e-4 for probs, q_avg and gatta maps; logits
-relative <= 5e-5 (max |ort - torch| / max |torch|). The bundled toy model measures 4e-7; a ResNet18's
-two passes sum in a different order in ORT and reach ~1.3e-5 (random weights, 32 px,
-tests/test_shipping.py), so 1e-5 would refuse sound ResNet exports. FP16 exports are compared with 1e-2 abs
-on probs and 1e-2 relative on logits and maps (half precision keeps ~3 decimal digits).
+relative <= 5e-5 (max |ort - torch| / max |torch|). The bundled toy model measures 4e-7; a
+ResNet18's two passes sum in a different order in ORT and reach ~1.3e-5 (random weights, 32 px,
+tests/test_shipping.py), so 1e-5 would refuse sound ResNet exports. FP16 exports are compared
+with 1e-2 abs on probs and 1e-2 relative on logits and maps (half precision keeps ~3 decimal
+digits).
 """
 
 from __future__ import annotations
