@@ -8,9 +8,9 @@
 #    (~28 s an epoch on 2 quiet CPU cores);
 # 2. a second backbone with a learning-rate decay (a stated deviation from the paper): the same
 #    recipe with a cosine decay over DECAY_EPOCHS, run to the end of its schedule;
-# 3. the d=16 head (the paper's toy head recipe, fp32) on the last epoch of each, stopping
-#    rule stated before the run: at most HEAD_EPOCHS, patience HEAD_PATIENCE on the
-#    validation split;
+# 3. the d=16 head (the paper's toy head recipe, fp32) on the last epoch of each, step 1's
+#    first (it runs before step 2's backbone); stopping rule stated before the run: at most
+#    HEAD_EPOCHS, patience HEAD_PATIENCE on the validation split;
 # 4. the controls on the same rule: the parameter-matched toy-wide backbone (step 1's recipe),
 #    and the backbone-only continuation (8 epochs at 1e-4) of step 1's backbone;
 # 5. a second seed of step 1 and 3 (run-to-run spread).
@@ -38,8 +38,8 @@ head() {  # backbone name, head out, extra args...
 # Step 1 ran to its stopping rule (epoch 218) and its last epoch is committed: start from it.
 [ -f "$RUNS/backbone-p50.frozen.pt" ] || cp models/cifar10-toy-backbone-p50.pt "$RUNS/backbone-p50.frozen.pt"
 backbone backbone-p50 --epochs 500 --patience 50
+head backbone-p50 head-p50  # first: the paper's recipe end to end
 backbone backbone-cosine --epochs "$DECAY_EPOCHS" --lr-schedule cosine --patience "$DECAY_EPOCHS"
-head backbone-p50 head-p50
 head backbone-cosine head-cosine
 backbone toy-wide-p50 --backbone toy-wide --epochs 500 --patience 50
 "$BIN/gatta-train" finetune --ckpt "$RUNS/head-p50/best.pt" --train backbone --data "$DATA" \
