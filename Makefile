@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/cifar10-train-jpg.tar.gz
 MODEL  ?= models/cifar10-toy-d16.pt
+# demo and view serve every bundled model (models/__init__.py) unless given MODELS="[NAME=]a.pt ..."
+MODELS ?=
 
 .PHONY: install demo view test bench soak report train-default clean
 
@@ -25,11 +27,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/python scripts/demo.py --model $(MODEL) --images samples --out out/demo
+	$(BIN)/python scripts/demo.py $(if $(MODELS),--model $(MODELS)) --images samples --out out/demo
 
-# The browser viewer on the bundled model: tritonserver + `gatta-client view` on http://127.0.0.1:7860/
+# The browser viewer on the bundled models (a model picker): tritonserver + `gatta-client view` on http://127.0.0.1:7860/
 view: install
-	$(BIN)/python scripts/view.py --model $(MODEL)
+	$(BIN)/python scripts/view.py $(if $(MODELS),--model $(MODELS))
 
 test: install
 	$(BIN)/pytest -q

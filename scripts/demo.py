@@ -1,10 +1,11 @@
-"""The end-to-end demo behind `make demo`: serve the bundled model with Triton, classify the
-sample images through the client, print predictions, write gatta-map figures, stop, and print
-the command that opens the browser viewer on the same model.
+"""The end-to-end demo behind `make demo`: serve the bundled models (the CIFAR-10 toy model as
+`cifar10`, the Tiny-ImageNet ResNet18 as `tiny-imagenet`) from one tritonserver, classify the
+sample images of each through the client, print predictions, write gatta-map figures (OUT/NAME/),
+stop, and print the command that opens the browser viewer on the same models.
 
-Several models: `--model a.pt resnet=b.pt` (or `make demo MODEL="a.pt resnet=b.pt"`) serves
-each under its name from one tritonserver and runs the images through every one of them, the
-figures of each in OUT/NAME/."""
+Other models: `--model a.pt resnet=b.pt` (or `make demo MODELS="a.pt resnet=b.pt"`) serves each
+under its name; each classifies the pictures named after its classes, or all of them when none
+is."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from gatta.client import GattaClient
 from gatta.client.images import expand_paths
 from gatta.client.maps import maps_figure
+from gatta.models import BUNDLED
 from gatta.serving.default_model import models_repository, named_checkpoints
 from gatta.serving.launcher import start_server
 
@@ -56,14 +58,14 @@ def demo_model(client: GattaClient, paths: list[Path], out: Path) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", nargs="+", action="extend", metavar="[NAME=]CKPT",
-                        help="Checkpoint(s) to serve (repeatable); default: models/cifar10-toy-d16.pt as 'gatta'. "
+                        help="Checkpoint(s) to serve (repeatable); default: the bundled models, cifar10 and tiny-imagenet. "
                              "Several: each under NAME, or its file name.")
     parser.add_argument("--images", type=Path, default=Path("samples"))
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
     args = parser.parse_args()
 
     t0 = time.time()
-    models = named_checkpoints(args.model or ["models/cifar10-toy-d16.pt"])
+    models = named_checkpoints(args.model or [f"{name}={path}" for name, path in BUNDLED.items()])
     repo = models_repository(models, "python")
     print(f"model repository: {repo}")
     with start_server(repo, wait=180) as server:

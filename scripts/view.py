@@ -1,9 +1,9 @@
-"""The viewer on the bundled model in one command (`make view`): start tritonserver with the
-bundled CIFAR-10 model on free loopback ports, serve `gatta-client view`'s page on --port, stop
-both on Ctrl-C. With --screenshot, drive Debian's chromium through Playwright instead: open
+"""The viewer on the bundled models in one command (`make view`): start tritonserver with the
+bundled models (cifar10, tiny-imagenet; the page's model picker switches between them) on free
+loopback ports, serve `gatta-client view`'s page on --port, stop both on Ctrl-C. With --screenshot, drive Debian's chromium through Playwright instead: open
 the page, classify --image, save a PNG of the page, print page-load and round-trip times, stop.
 
-Several models: `--model a.pt resnet=b.pt` (or `make view MODEL="a.pt resnet=b.pt"`) serves each
+Several models: `--model a.pt resnet=b.pt` (or `make view MODELS="a.pt resnet=b.pt"`) serves each
 under its name from one tritonserver; the page's model picker switches between them.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gatta.client import GattaClient
 from gatta.client.viewer import Viewer
+from gatta.models import BUNDLED
 from gatta.serving.default_model import models_repository, named_checkpoints
 from gatta.serving.launcher import start_server
 
@@ -59,18 +60,21 @@ def screenshot(url: str, image: Path, out: Path, repeats: int = 10) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", nargs="+", action="extend", metavar="[NAME=]CKPT",
-                        help="Checkpoint(s) to serve (repeatable); default: models/cifar10-toy-d16.pt as 'gatta'. "
+                        help="Checkpoint(s) to serve (repeatable); default: the bundled models, cifar10 and tiny-imagenet. "
                              "Several: each under NAME, or its file name.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--screenshot", type=Path, default=None, help="Save a PNG of the page here and exit.")
     parser.add_argument("--image", type=Path, default=Path("samples/ship.jpg"), help="The image for --screenshot.")
+    parser.add_argument("--show", metavar="NAME", help="The model the page opens on (default: the first served).")
     args = parser.parse_args()
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind: tritonserver stops with us
-    models = named_checkpoints(args.model or ["models/cifar10-toy-d16.pt"])
+    models = named_checkpoints(args.model or [f"{name}={path}" for name, path in BUNDLED.items()])
+    if args.show is not None and args.show not in models:
+        parser.error(f"--show {args.show}: not a served model ({', '.join(models)})")
     with start_server(models_repository(models, "python"), wait=180) as server:
-        with GattaClient(server.http_url, model=next(iter(models))) as client, \
+        with GattaClient(server.http_url, model=args.show or next(iter(models))) as client, \
                 Viewer(client, args.host, 0 if args.screenshot else args.port) as viewer:
             if args.screenshot:
                 screenshot(viewer.url + "/", args.image, args.screenshot)

@@ -1,0 +1,56 @@
+"""The bundled models as shipped: what they are, that the files stay small, that they answer
+like the FP32 models they were trained as, and that samples/ holds pictures named for each."""
+
+from pathlib import Path
+
+import torch
+
+from gatta.client.images import expand_paths
+from gatta.decoder import decode_image
+from gatta.models import BUNDLED, DEFAULT_CHECKPOINT, TINY_IMAGENET_CHECKPOINT
+from gatta.training.checkpoint import load_checkpoint, read_checkpoint
+from gatta.training.shipping import against_reference, read_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+# the shipped ResNet18 on samples/tiny-imagenet (at 35% top-1 on 200 classes, 4 of 10 is typical)
+EXPECTED_TINY_SAMPLES_CORRECT = 4
+
+
+def test_tiny_imagenet_model_as_shipped():
+    assert TINY_IMAGENET_CHECKPOINT.stat().st_size < 25e6  # backbone in half precision
+    model, meta = load_checkpoint(TINY_IMAGENET_CHECKPOINT)
+    cfg = model.config
+    assert (cfg.backbone, cfg.num_classes, cfg.d, cfg.image_size) == ("resnet18", 200, 8, 64)
+    assert meta.stage == "head" and "optimizer" not in read_checkpoint(TINY_IMAGENET_CHECKPOINT)
+    ref = read_reference(TINY_IMAGENET_CHECKPOINT)
+    assert len(ref.images) == 16 and ref.source.startswith("16 validation images")
+    with torch.no_grad():
+        logits = model(torch.from_numpy(ref.inputs())).logits.numpy()
+    check = against_reference(logits, ref)
+    assert check["ok"] and check["top1_agree"] == 16, check
+
+
+def test_samples_are_named_for_the_bundled_models():
+    """Each picture's name is a class of exactly one bundled model (the demo's rule), and each
+    model has its ten."""
+    names = {name: load_checkpoint(path)[0].config.class_names for name, path in BUNDLED.items()}
+    mine = {name: [] for name in BUNDLED}
+    for path in expand_paths([ROOT / "samples"]):
+        owners = [n for n, labels in names.items() if path.stem.replace("_", " ") in labels]
+        assert len(owners) == 1, path
+        mine[owners[0]].append(path)
+    assert {n: len(v) for n, v in mine.items()} == {"cifar10": 10, "tiny-imagenet": 10}
+    assert BUNDLED["cifar10"] == DEFAULT_CHECKPOINT
+
+
+def test_tiny_imagenet_samples_in_process():
+    """The ten Tiny-ImageNet samples through the model's own preprocessing: the count the
+    README's demo output shows (fixed data, fixed weights)."""
+    model, _ = load_checkpoint(TINY_IMAGENET_CHECKPOINT)
+    paths = expand_paths([ROOT / "samples" / "tiny-imagenet"])
+    x = torch.stack([torch.from_numpy(decode_image(p.read_bytes(), model.config.preprocessing)) for p in paths])
+    with torch.no_grad():
+        pred = model(x.float().div(255)).logits.argmax(1).tolist()
+    labels = model.config.class_names
+    correct = sum(labels[k] == p.stem.replace("_", " ") for k, p in zip(pred, paths))
+    assert correct == EXPECTED_TINY_SAMPLES_CORRECT
