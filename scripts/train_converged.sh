@@ -14,6 +14,8 @@
 # 4. the controls on the same rule: the parameter-matched toy-wide backbone (step 1's recipe),
 #    and the backbone-only continuation (8 epochs at 1e-4) of step 1's backbone;
 # 5. a second seed of step 1 and 3 (run-to-run spread).
+# After each head: HEAD/eval-val.json (lesions), eval-val-noise.json (Fig. 2a's noise levels),
+# eval-val-last.json (its last epoch), each written once.
 set -euo pipefail
 DATA=${1:-../shared/data/cifar10-train-jpg.tar.gz}
 RUNS=${2:-runs/converged}
@@ -35,17 +37,33 @@ head() {  # backbone name, head out, extra args...
       --epochs "$HEAD_EPOCHS" --patience "$HEAD_PATIENCE" --out "$RUNS/$out" "$@" $(resume "$RUNS/$out")
 }
 
+evaluate() {  # head out: lesions, noise (Fig. 2a) and the last epoch, each written once
+  local out=$RUNS/$1
+  once "$out/eval-val.json" eval --ckpt "$out/best.pt" --data "$DATA" --lesion singles --json
+  once "$out/eval-val-noise.json" eval --ckpt "$out/best.pt" --data "$DATA" --json \
+      --noise 0.01 --noise 0.02 --noise 0.03 --noise 0.04 --noise 0.05 --noise 0.1 --noise 0.25
+  once "$out/eval-val-last.json" eval --ckpt "$out/last.pt" --data "$DATA" --json
+}
+once() {  # file, gatta-train args...: run unless the file exists; never leave half a file
+  local file=$1; shift
+  [ -f "$file" ] && return 0
+  "$BIN/gatta-train" "$@" > "$file.tmp" && mv "$file.tmp" "$file"
+}
+
 # Step 1 ran to its stopping rule (epoch 218) and its last epoch is committed: start from it.
 [ -f "$RUNS/backbone-p50.frozen.pt" ] || cp models/cifar10-toy-backbone-p50.pt "$RUNS/backbone-p50.frozen.pt"
 backbone backbone-p50 --epochs 500 --patience 50
 head backbone-p50 head-p50  # first: the paper's recipe end to end
+evaluate head-p50
 backbone backbone-cosine --epochs "$DECAY_EPOCHS" --lr-schedule cosine --patience "$DECAY_EPOCHS"
 head backbone-cosine head-cosine
+evaluate head-cosine
 backbone toy-wide-p50 --backbone toy-wide --epochs 500 --patience 50
 "$BIN/gatta-train" finetune --ckpt "$RUNS/head-p50/best.pt" --train backbone --data "$DATA" \
     --out "$RUNS/continuation-p50" --epochs 8 --lr 1e-4 $(resume "$RUNS/continuation-p50")
 backbone backbone-p50-seed1 --epochs 500 --patience 50 --seed 1
 head backbone-p50-seed1 head-p50-seed1 --seed 1
+evaluate head-p50-seed1
 "$BIN/gatta-train" compare "$RUNS/head-p50/best.pt" "$RUNS/head-cosine/best.pt" "$RUNS/head-p50-seed1/best.pt" \
     --data "$DATA" --json > "$RUNS/compare.json"
 echo "done: $RUNS"
