@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/cifar10-train-jpg.tar.gz
 MODEL  ?= models/cifar10-toy-d16.pt
 # demo and view serve every bundled model (models/__init__.py) unless given MODELS="[NAME=]a.pt ..."
+# (MODEL=... on the command line works too)
 MODELS ?=
+SERVED = $(or $(MODELS),$(if $(filter command line environment,$(origin MODEL)),$(MODEL)))
 
 .PHONY: install demo view test bench soak report train-default clean
 
@@ -27,11 +29,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/python scripts/demo.py $(if $(MODELS),--model $(MODELS)) --images samples --out out/demo
+	$(BIN)/python scripts/demo.py $(if $(SERVED),--model $(SERVED)) --images samples --out out/demo
 
 # The browser viewer on the bundled models (a model picker): tritonserver + `gatta-client view` on http://127.0.0.1:7860/
 view: install
-	$(BIN)/python scripts/view.py $(if $(MODELS),--model $(MODELS))
+	$(BIN)/python scripts/view.py $(if $(SERVED),--model $(SERVED))
 
 test: install
 	$(BIN)/pytest -q

@@ -1,7 +1,8 @@
 """The viewer on the bundled models in one command (`make view`): start tritonserver with the
 bundled models (cifar10, tiny-imagenet; the page's model picker switches between them) on free
-loopback ports, serve `gatta-client view`'s page on --port, stop both on Ctrl-C. With --screenshot, drive Debian's chromium through Playwright instead: open
-the page, classify --image, save a PNG of the page, print page-load and round-trip times, stop.
+loopback ports, serve `gatta-client view`'s page on --port, stop both on Ctrl-C. With
+--screenshot, drive Debian's chromium through Playwright instead: open the page on --show's
+model, classify --image, save a PNG of the page, print page-load and round-trip times, stop.
 
 Several models: `--model a.pt resnet=b.pt` (or `make view MODELS="a.pt resnet=b.pt"`) serves each
 under its name from one tritonserver; the page's model picker switches between them.

@@ -3,7 +3,7 @@ whenever the checkpoint's bytes or the exporter's code change (the folder name c
 of both, so an upgraded gattanet never serves a repository written by an older exporter).
 
 Several checkpoints can share one repository (``gatta-serve --ckpt a.pt --ckpt resnet=b.pt``,
-``make view MODEL="..."``): each is exported under its own model name, and Triton serves them all.
+``make view MODELS="..."``): each is exported under its own model name, and Triton serves them all.
 """
 
 from __future__ import annotations
