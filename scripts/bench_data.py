@@ -1,5 +1,7 @@
 """Is the training step fed? Streamed data (read, decode, random-resized crop, flip in
 DataLoader workers) against a ResNet18 training step, each alone and together.
+`--step head` times the GAttANet head step instead (the paper's ResNet head, d=8, on a frozen
+ResNet18; Adam), the step of `gatta-train head` on a ResNet.
 
 Prints images/s for: the loader alone (decoded and delivered, no model), the step alone
 (forward, backward, SGD on a synthetic batch already on the device) and the loader feeding the
@@ -69,6 +71,28 @@ def rate(batches, seconds: float, step=None, warmup: int = 1) -> tuple[float, in
             return seen / (time.perf_counter() - start), seen
 
 
+def make_step_model(kind: str, classes: int, size: int, device: str):
+    """The network and optimiser a training step updates: a whole ResNet18 (SGD), or the GAttANet
+    head on a frozen ResNet18 as `gatta-train head` trains it (the paper's recipe, Adam 3e-4)."""
+    if kind == "backbone":
+        import torchvision
+
+        net = torchvision.models.resnet18(num_classes=classes).to(device, memory_format=torch.channels_last)
+        return net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    from gatta.training.config import GattaConfig
+    from gatta.training.model import GattaNet
+    from gatta.training.recipe import recipe
+    from gatta.training.train import trainable_parameters
+
+    rules = recipe("head", "resnet18")
+    net = GattaNet(GattaConfig(backbone="resnet18", num_classes=classes, image_size=size, d=8,
+                               qk_batchnorm=rules.qk_batchnorm, gatta_layernorm=rules.gatta_layernorm))
+    net.to(device, memory_format=torch.channels_last)
+    params = trainable_parameters(net, "head")  # freezes the backbone
+    net.train()  # the backbone stays in eval mode (GattaNet.train)
+    return net, torch.optim.Adam(params, lr=3e-4)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None, help="Image folder or plain .tar (default: a temporary JPEG tree).")
@@ -79,6 +103,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=60.0, help="Total measuring time (three parts).")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the step.")
+    parser.add_argument("--step", choices=("backbone", "head"), default="backbone",
+                        help="backbone: a ResNet18 SGD step; head: the GAttANet head step on a frozen ResNet18.")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,13 +118,11 @@ def main():
         def batches():
             return data.train_batches(idx, next(epoch), seed=0, batch_size=args.batch, device=device)[0]
 
-        import torchvision
-
-        net = torchvision.models.resnet18(num_classes=len(data.class_names)).to(device, memory_format=torch.channels_last)
-        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        net, opt = make_step_model(args.step, len(data.class_names), args.image_size, device)
 
         def step(x, y):
-            loss = F.cross_entropy(net(x.contiguous(memory_format=torch.channels_last)), y)
+            out = net(x.contiguous(memory_format=torch.channels_last))
+            loss = F.cross_entropy(out if args.step == "backbone" else out.logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -116,9 +140,10 @@ def main():
           f"{torch.get_num_threads()} torch threads\n")
     print(f"| {'what':<44} | {'images/s':>9} | {'images':>7} |")
     print(f"|{'-' * 46}|{'-' * 11}|{'-' * 9}|")
+    what = "ResNet18 step" if args.step == "backbone" else "GAttANet head step"
     for name, r, n in (("loader alone (read, decode, crop, flip)", loader, n_loader),
-                       ("ResNet18 step alone (synthetic batch)", alone, n_alone),
-                       ("loader feeding the ResNet18 step", fed, n_fed)):
+                       (f"{what} alone (synthetic batch)", alone, n_alone),
+                       (f"loader feeding the {what}", fed, n_fed)):
         print(f"| {name:<44} | {r:>9.1f} | {n:>7} |")
     print(f"\nfed / step alone: {fed / alone:.2f}"
           + ("  (the step waits for data: add --workers)" if fed < 0.9 * alone else "  (the step is fed)"))
