@@ -11,8 +11,9 @@
 # 3. the d=16 head (the paper's toy head recipe, fp32) on the last epoch of each, step 1's
 #    first (it runs before step 2's backbone); stopping rule stated before the run: at most
 #    HEAD_EPOCHS, patience HEAD_PATIENCE on the validation split;
-# 4. the controls on the same rule: the parameter-matched toy-wide backbone (step 1's recipe),
-#    and the backbone-only continuation (8 epochs at 1e-4) of step 1's backbone;
+# 4. the controls: the backbone-only continuation (8 epochs at 1e-4) of step 1's backbone (run
+#    right after step 1's head: it takes minutes), and the parameter-matched toy-wide backbone
+#    to step 1's rule;
 # 5. a second seed of step 1 and 3 (run-to-run spread).
 # After each head: HEAD/eval-val.json (lesions), eval-val-noise.json (Fig. 2a's noise levels),
 # eval-val-last.json (its last epoch), each written once.
@@ -55,12 +56,13 @@ once() {  # file, gatta-train args...: run unless the file exists; never leave h
 backbone backbone-p50 --epochs 500 --patience 50
 head backbone-p50 head-p50  # first: the paper's recipe end to end
 evaluate head-p50
+# the continuation control (8 backbone epochs at 1e-4, the head kept) is short: before step 2
+"$BIN/gatta-train" finetune --ckpt "$RUNS/head-p50/best.pt" --train backbone --data "$DATA" \
+    --out "$RUNS/continuation-p50" --epochs 8 --lr 1e-4 $(resume "$RUNS/continuation-p50")
 backbone backbone-cosine --epochs "$DECAY_EPOCHS" --lr-schedule cosine --patience "$DECAY_EPOCHS"
 head backbone-cosine head-cosine
 evaluate head-cosine
 backbone toy-wide-p50 --backbone toy-wide --epochs 500 --patience 50
-"$BIN/gatta-train" finetune --ckpt "$RUNS/head-p50/best.pt" --train backbone --data "$DATA" \
-    --out "$RUNS/continuation-p50" --epochs 8 --lr 1e-4 $(resume "$RUNS/continuation-p50")
 backbone backbone-p50-seed1 --epochs 500 --patience 50 --seed 1
 head backbone-p50-seed1 head-p50-seed1 --seed 1
 evaluate head-p50-seed1
