@@ -79,14 +79,11 @@ def make_step_model(kind: str, classes: int, size: int, device: str):
 
         net = torchvision.models.resnet18(num_classes=classes).to(device, memory_format=torch.channels_last)
         return net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    from gatta.training.config import GattaConfig
     from gatta.training.model import GattaNet
-    from gatta.training.recipe import recipe
+    from gatta.training.recipe import head_config
     from gatta.training.train import trainable_parameters
 
-    rules = recipe("head", "resnet18")
-    net = GattaNet(GattaConfig(backbone="resnet18", num_classes=classes, image_size=size, d=8,
-                               qk_batchnorm=rules.qk_batchnorm, gatta_layernorm=rules.gatta_layernorm))
+    net = GattaNet(head_config("resnet18", num_classes=classes, image_size=size))
     net.to(device, memory_format=torch.channels_last)
     params = trainable_parameters(net, "head")  # freezes the backbone
     net.train()  # the backbone stays in eval mode (GattaNet.train)

@@ -16,9 +16,8 @@ import torch
 from gatta.bench.graphs import in_process_table, profile_ops
 from gatta.training.backbones import is_toy
 from gatta.training.checkpoint import load_checkpoint
-from gatta.training.config import GattaConfig
 from gatta.training.model import GattaNet
-from gatta.training.recipe import recipe
+from gatta.training.recipe import head_config
 
 
 def print_table(table: dict) -> None:
@@ -53,11 +52,9 @@ def main():
         model, _ = load_checkpoint(args.ckpt)
     else:
         size = 32 if is_toy(args.backbone) else 224
-        rules = recipe("head", args.backbone)  # ResNets: the paper's batch norm and layer norm
-        torch.manual_seed(0)
-        model = GattaNet(GattaConfig(backbone=args.backbone, num_classes=10 if size == 32 else 1000,
-                                     image_size=size, alpha_init=0.1, d=16 if size == 32 else 8,
-                                     qk_batchnorm=rules.qk_batchnorm, gatta_layernorm=rules.gatta_layernorm)).eval()
+        torch.manual_seed(0)  # ResNets: the paper's batch norm, layer norm and d=8
+        model = GattaNet(head_config(args.backbone, num_classes=10 if size == 32 else 1000, image_size=size,
+                                     alpha_init=0.1)).eval()
     table = in_process_table(model, args.threads, args.seconds)
     print(f"backbone {model.config.backbone}, {args.threads} threads, onnxruntime CPU")
     print_table(table)

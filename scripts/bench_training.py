@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from gatta.training.backbones import is_toy
-from gatta.training.config import GattaConfig
-from gatta.training.recipe import recipe
+from gatta.training.recipe import head_config
 from gatta.training.model import GattaNet
 from gatta.training.train import trainable_parameters
 
@@ -42,10 +41,9 @@ def main():
         torch.set_num_threads(args.threads)
     size = args.image_size or (32 if is_toy(args.backbone) else 224)
     torch.manual_seed(0)
-    rules = recipe("head", args.backbone)  # ResNets: the paper's batch norm, layer norm and d=8
-    model = GattaNet(GattaConfig(backbone=args.backbone, num_classes=10 if is_toy(args.backbone) else 200,
-                                 image_size=size, alpha_init=0.1, d=16 if is_toy(args.backbone) else 8,
-                                 qk_batchnorm=rules.qk_batchnorm, gatta_layernorm=rules.gatta_layernorm))
+    # ResNets: the paper's batch norm, layer norm and d=8
+    model = GattaNet(head_config(args.backbone, num_classes=10 if is_toy(args.backbone) else 200,
+                                 image_size=size, alpha_init=0.1))
     x = torch.rand(args.batch, 3, size, size)
     y = torch.randint(0, 10, (args.batch,))
 

@@ -16,8 +16,7 @@ from pathlib import Path
 from gatta.client import GattaClient
 from gatta.client.images import expand_paths
 from gatta.client.maps import maps_figure
-from gatta.models import BUNDLED
-from gatta.serving.default_model import models_repository, named_checkpoints
+from gatta.serving.default_model import MODELS_HELP, checkpoints_or_bundled, models_repository
 from gatta.serving.launcher import start_server
 
 
@@ -58,14 +57,13 @@ def demo_model(client: GattaClient, paths: list[Path], out: Path) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", nargs="+", action="extend", metavar="[NAME=]CKPT",
-                        help="Checkpoint(s) to serve (repeatable); default: the bundled models, cifar10 and tiny-imagenet. "
-                             "Several: each under NAME, or its file name.")
+                        help=MODELS_HELP)
     parser.add_argument("--images", type=Path, default=Path("samples"))
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
     args = parser.parse_args()
 
     t0 = time.time()
-    models = named_checkpoints(args.model or [f"{name}={path}" for name, path in BUNDLED.items()])
+    models = checkpoints_or_bundled(args.model)
     repo = models_repository(models, "python")
     print(f"model repository: {repo}")
     with start_server(repo, wait=180) as server:

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from gatta.client import GattaClient
 from gatta.client.viewer import Viewer
-from gatta.models import BUNDLED
-from gatta.serving.default_model import models_repository, named_checkpoints
+from gatta.serving.default_model import MODELS_HELP, checkpoints_or_bundled, models_repository
 from gatta.serving.launcher import start_server
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu"]
@@ -61,8 +60,7 @@ def screenshot(url: str, image: Path, out: Path, repeats: int = 10) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", nargs="+", action="extend", metavar="[NAME=]CKPT",
-                        help="Checkpoint(s) to serve (repeatable); default: the bundled models, cifar10 and tiny-imagenet. "
-                             "Several: each under NAME, or its file name.")
+                        help=MODELS_HELP)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--screenshot", type=Path, default=None, help="Save a PNG of the page here and exit.")
@@ -71,7 +69,7 @@ def main():
     args = parser.parse_args()
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind: tritonserver stops with us
-    models = named_checkpoints(args.model or [f"{name}={path}" for name, path in BUNDLED.items()])
+    models = checkpoints_or_bundled(args.model)
     if args.show is not None and args.show not in models:
         parser.error(f"--show {args.show}: not a served model ({', '.join(models)})")
     with start_server(models_repository(models, "python"), wait=180) as server:

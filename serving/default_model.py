@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from gatta.contract import MODEL_NAME
+from gatta.models import BUNDLED
 from gatta.models import DEFAULT_CHECKPOINT as BUNDLED_CHECKPOINT
 
 from .launcher import cache_root
@@ -69,6 +70,16 @@ def named_checkpoints(specs: Sequence[str | Path]) -> dict[str, Path]:
     if not models:
         raise ModelSpecError("no checkpoint to serve")
     return models
+
+
+# --model's help in the scripts that serve the bundled models by default (demo, viewer)
+MODELS_HELP = (f"Checkpoint(s) to serve (repeatable); default: the bundled models, {' and '.join(BUNDLED)}. "
+               "Several: each under NAME, or its file name.")
+
+
+def checkpoints_or_bundled(specs: Sequence[str | Path] | None) -> dict[str, Path]:
+    """:func:`named_checkpoints` of ``specs``; with none, every bundled model under its name."""
+    return named_checkpoints(specs) if specs else dict(BUNDLED)
 
 
 def default_repository(ckpt: Path = BUNDLED_CHECKPOINT, flavour: str = "python", echo=print,

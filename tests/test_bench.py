@@ -115,3 +115,26 @@ def test_second_pass_rounds_on_a_tiny_model():
     assert out["rounds"] == 4 and out["models"]["t1"]["ratio"]["n"] == 4
     assert out["models"]["t2"]["floor"] > out["models"]["t1"]["floor"] > 1.5
     assert out["models"]["t1"]["ratio"]["median"] > 1.0  # a second pass is never free
+
+
+def test_bench_data_head_step_trains_the_head_alone():
+    """bench_data.py --step head times the step `gatta-train head` takes: the paper's ResNet
+    head on a frozen ResNet18 (23,862 trained parameters at 200 classes, as `gatta-train
+    summary` counts them), the backbone's weights and statistics untouched."""
+    import importlib.util
+
+    import torch
+    import torch.nn.functional as F
+
+    spec = importlib.util.spec_from_file_location("bench_data", ROOT / "scripts" / "bench_data.py")
+    bench_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_data)
+    torch.manual_seed(0)
+    net, opt = bench_data.make_step_model("head", 200, 64, "cpu")
+    assert sum(p.numel() for group in opt.param_groups for p in group["params"]) == 23_862
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    out = net(torch.rand(2, 3, 64, 64).contiguous(memory_format=torch.channels_last))
+    F.cross_entropy(out.logits, torch.tensor([0, 1])).backward()
+    opt.step()
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed and all(k.startswith("head.") for k in changed), sorted(changed)[:5]

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,7 +67,7 @@ def test_export_adds_a_model_beside_another_and_refuses_clashes(tmp_path):
     assert "another --name" in message and "--force" in message
     # a name whose folders belong to another model: refused even with --force
     for name in ("alpha_encoded", "alpha_preprocess"):
-        assert f"which belongs to model 'alpha'; choose another --name" in refused(b, name=name, force=True)
+        assert "which belongs to model 'alpha'; choose another --name" in refused(b, name=name, force=True)
     assert "already exists; pass --force" in refused(a, name="alpha")  # the version is there
     # a model of another system whose folder a gattanet export would need
     foreign = repo / "gamma_encoded"
@@ -190,3 +191,11 @@ def test_ready_means_every_model_and_the_drain_unloads_them_all(two_models, tmp_
     finally:
         code = server.stop()
     assert code == 0
+
+
+def test_demo_and_viewer_serve_the_bundled_models_unless_given_others():
+    from gatta.models import BUNDLED
+    from gatta.serving.default_model import checkpoints_or_bundled
+
+    assert checkpoints_or_bundled(None) == BUNDLED and set(BUNDLED) == {"cifar10", "tiny-imagenet"}
+    assert checkpoints_or_bundled(["r=runs/r/best.pt"]) == {"r": Path("runs/r/best.pt")}

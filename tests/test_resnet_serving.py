@@ -2,7 +2,6 @@
 checkpoint to a real tritonserver and back through the client: HTTP and gRPC, lesion masks,
 query_bias, and gatta maps of four sizes plus two dense layers."""
 
-import io
 import json
 
 import numpy as np

@@ -19,11 +19,10 @@ import torch  # noqa: E402
 
 from .backbones import BACKBONES, is_toy  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
-from .config import GattaConfig  # noqa: E402
 from .data import DataError  # noqa: E402
 from .evaluate import evaluation_table, run_evaluation  # noqa: E402
 from .model import GattaNet  # noqa: E402
-from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, RESNET_BACKBONE_EPOCHS, recipe  # noqa: E402
+from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, RESNET_BACKBONE_EPOCHS, head_config  # noqa: E402
 
 EPOCHS_DEFAULT = 500  # the paper's "typically less than 500 epochs" for the toy model
 from .runs import HeadOptions, RunOptions, checkpoint_and_images, finetune as finetune_run, train_backbone, train_head  # noqa: E402
@@ -337,9 +336,7 @@ def summary(backbone, num_classes, d, image_size, as_json):
     on gatta). attention_params counts as the paper's Table 1 does (Keras: batch norm's running
     statistics included); attention_trainable is what the optimiser updates."""
     size = image_size or (32 if is_toy(backbone) else 224)
-    rules = recipe("head", backbone)
-    model = GattaNet(GattaConfig(backbone=backbone, num_classes=num_classes, d=d, image_size=size,
-                                 qk_batchnorm=rules.qk_batchnorm, gatta_layernorm=rules.gatta_layernorm))
+    model = GattaNet(head_config(backbone, num_classes=num_classes, d=d, image_size=size))
     counts = model.parameter_counts()
     layers = [{"name": t.name, "kind": t.kind, "shape": list(t.shape)} for t in model.taps]
     if as_json:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .backbones import is_toy
+from .config import GattaConfig
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,12 @@ def recipe(stage: str, backbone: str) -> Recipe:
         return replace(head, lr=head.lr * FINETUNE_LR_FACTOR, patience=None,
                        l2=head.l2 if stage == "joint" else 0.0)
     raise ValueError(f"unknown training stage {stage!r}")
+
+
+def head_config(backbone: str, **fields) -> GattaConfig:
+    """A model config with the head recipe of ``backbone``'s family: ResNets get the paper's
+    batch norm on keys/queries and layer norm on gatta, and its key size d=8 (toy: d=16).
+    ``fields`` set anything else (num_classes, image_size...) or override these."""
+    rules = recipe("head", backbone)
+    return GattaConfig(**{"backbone": backbone, "d": 16 if is_toy(backbone) else 8,
+                          "qk_batchnorm": rules.qk_batchnorm, "gatta_layernorm": rules.gatta_layernorm, **fields})
