@@ -44,10 +44,16 @@ def test_crop_is_torchvisions_evaluation_transform_and_squash_is_todays_resize()
     assert imagenet_preprocessing(224).resize_side == 256
 
 
-def test_record_round_trips_checks_the_config_and_old_checkpoints_squash():
+def test_record_round_trips_checks_the_config_and_old_checkpoints_squash(tmp_path):
+    from helpers import make_checkpoint
+
     from gatta.training.checkpoint import load_checkpoint
 
-    model, _ = load_checkpoint(ROOT / "models" / "cifar10-toy-d16.pt")  # written before the record
+    # a checkpoint written before the preprocessing record existed: its config has no such key
+    payload = torch.load(make_checkpoint(tmp_path / "old.pt", image_size=32), weights_only=False)
+    del payload["config"]["preprocessing"]
+    torch.save(payload, tmp_path / "old.pt")
+    model, _ = load_checkpoint(tmp_path / "old.pt")
     cfg = model.config
     assert cfg.preprocessing == Preprocessing(32, "squash", 1.0, "bilinear", cfg.mean, cfg.std)
     assert GattaConfig.from_dict(cfg.to_dict()) == cfg
