@@ -19,7 +19,6 @@ from gatta.contract import ModelMetadata
 from gatta.decoder import Preprocessing, decode_image, pil_to_array
 from gatta.training.config import GattaConfig, imagenet_preprocessing
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _photo(width=40, height=24, seed=0) -> Image.Image:
