@@ -17,6 +17,10 @@
 # 5. a second seed of step 1 and 3 (run-to-run spread).
 # After each head: HEAD/eval-val.json (lesions), eval-val-noise.json (Fig. 2a's noise levels),
 # eval-val-last.json (its last epoch), each written once.
+# Which pair replaces models/cifar10-toy-d16.pt (rule fixed before the cosine head ran): of
+# head-p50 and head-cosine, the one whose best.pt (the checkpoint the trainer ships, as for the
+# current model) scores the higher GAttANet accuracy on the validation split, if that is above
+# the current model's 78.64% there. Its best epoch is chosen on that split, like the current one.
 set -euo pipefail
 DATA=${1:-../shared/data/cifar10-train-jpg.tar.gz}
 RUNS=${2:-runs/converged}

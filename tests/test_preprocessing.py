@@ -20,7 +20,6 @@ from gatta.decoder import Preprocessing, decode_image, pil_to_array
 from gatta.training.config import GattaConfig, imagenet_preprocessing
 
 
-
 def _photo(width=40, height=24, seed=0) -> Image.Image:
     y, x = np.mgrid[0:height, 0:width]
     rng = np.random.default_rng(seed)
