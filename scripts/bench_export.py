@@ -52,7 +52,8 @@ def main():
         model, _ = load_checkpoint(args.ckpt)
     else:
         size = 32 if is_toy(args.backbone) else 224
-        torch.manual_seed(0)  # ResNets: the paper's batch norm, layer norm and d=8
+        torch.manual_seed(0)
+        # the head recipe's config (ResNets: the paper's batch norm, layer norm and d=8)
         model = GattaNet(head_config(args.backbone, num_classes=10 if size == 32 else 1000, image_size=size,
                                      alpha_init=0.1)).eval()
     table = in_process_table(model, args.threads, args.seconds)
