@@ -8,7 +8,8 @@
 # 2. the paper's d=16 toy head (Adam 1e-3, L2 1e-5, batch 128, dropout 0.25 on keys/queries,
 #    fp32) on the frozen last backbone epoch, at most 100 epochs, patience 30 on the validation
 #    split (the paper: patience 500), shipping the head's best epoch on that split.
-# About 3.5 hours on 2 CPU cores (1.3 h + 1.7-1.9 h), minutes on a GPU. Resumable: run it again to continue.
+# About 3-3.5 hours on 2 CPU cores (backbone 1.3-1.6 h, head 1.7-1.9 h), minutes on a GPU.
+# Resumable: run it again to continue.
 #   bash scripts/train_default.sh [DATA] [RUNS]
 set -euo pipefail
 DATA=${1:-../shared/data/cifar10-train-jpg.tar.gz}
