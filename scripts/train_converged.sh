@@ -12,8 +12,8 @@
 #    first (it runs before step 2's backbone); stopping rule stated before the run: at most
 #    HEAD_EPOCHS, patience HEAD_PATIENCE on the validation split;
 # 4. the controls: the backbone-only continuation (8 epochs at 1e-4) of step 1's backbone (run
-#    right after step 1's head: it takes minutes), and the parameter-matched toy-wide backbone
-#    to step 1's rule;
+#    right after step 1's head: it takes minutes) and of step 2's (after its head), and the
+#    parameter-matched toy-wide backbone to step 1's rule;
 # 5. a second seed of step 1 and 3 (run-to-run spread).
 # After each head: HEAD/eval-val.json (lesions), eval-val-noise.json (Fig. 2a's noise levels),
 # eval-val-last.json (its last epoch), each written once.
@@ -66,6 +66,9 @@ evaluate head-p50
 backbone backbone-cosine --epochs "$DECAY_EPOCHS" --lr-schedule cosine --patience "$DECAY_EPOCHS"
 head backbone-cosine head-cosine
 evaluate head-cosine
+# the same continuation control on the cosine backbone (its rate ended at 0; 8 epochs at 1e-4)
+"$BIN/gatta-train" finetune --ckpt "$RUNS/head-cosine/best.pt" --train backbone --data "$DATA" \
+    --out "$RUNS/continuation-cosine" --epochs 8 --lr 1e-4 $(resume "$RUNS/continuation-cosine")
 backbone toy-wide-p50 --backbone toy-wide --epochs 500 --patience 50
 backbone backbone-p50-seed1 --epochs 500 --patience 50 --seed 1
 head backbone-p50-seed1 head-p50-seed1 --seed 1
