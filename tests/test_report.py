@@ -25,6 +25,7 @@ def test_report_on_tiny_model(tmp_path):
     report = build_report(model, data, torch.arange(96), tmp_path, noise_levels=(0.0, 0.1), umap=True,
                           echo=lambda m: None)
     saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(report))  # the file holds what the call returned
     assert saved["n"] == 96 and [r["sigma"] for r in saved["noise"]] == [0.0, 0.1]
     acc = saved["accuracy"]
     assert acc["gain"]["diff"] == pytest.approx(acc["gattanet_acc"] - acc["baseline_acc"], abs=1e-6)
