@@ -209,8 +209,8 @@ def test_the_client_refuses_before_sending_in_the_servers_words(triton, protocol
         assert results[1].error == range_error("image", good * 255)
         assert results[1].error.endswith(": pixels are expected in [0, 1]; divide by 255")
         assert results[0].error is None and results[2].error is None
-        # only the good images' request went out. Triton counts a request after its response
-        # has gone back (the backend reports statistics last), so the count may lag the reply.
+        # only the good images' request went out. The count can lag the reply (seen once: a
+        # successful request not yet counted when its response had arrived), so wait for it.
         deadline = time.monotonic() + 10
         while requests_seen() < seen + 1 and time.monotonic() < deadline:
             time.sleep(0.05)
