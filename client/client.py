@@ -147,7 +147,8 @@ class GattaClient:
         """Top-down attention towards a class: add strength * dir_c / |dir_c|^2 to q_avg, where
         dir_c (exported with the model) is the logits layer's key for class c signed so that
         the change amplifies class c's logit. On the shipped CIFAR-10 model, strength 0.3
-        towards the true class raised validation accuracy from 77.0% to 79.1% (docs/results.md)."""
+        towards the true class raises validation accuracy from 80.30% to 81.74%, while 1.0
+        lowers it to 59.82%: the useful strength depends on the model (docs/results.md)."""
         if prior is None:
             return contract.default_input(contract.QUERY_BIAS, 1, (self.info.d,))[0]
         labels = self.info.labels
