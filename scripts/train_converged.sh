@@ -14,7 +14,7 @@
 # 4. the controls: the backbone-only continuation (8 epochs at 1e-4) of step 1's backbone (run
 #    right after step 1's head: it takes minutes) and of step 2's (after its head), and the
 #    parameter-matched toy-wide backbone to step 1's rule;
-# 5. a second seed of step 1 and 3 (run-to-run spread).
+# 5. a second seed of step 2's pair, the shipped recipe (run-to-run spread).
 # After each head: HEAD/eval-val.json (lesions), eval-val-noise.json (Fig. 2a's noise levels),
 # eval-val-last.json (its last epoch); after each control, the paired comparisons quoted in
 # docs/results.md (*-compare*.json, head-cosine-*.json); each written once.
@@ -26,36 +26,7 @@
 set -euo pipefail
 DATA=${1:-../shared/data/cifar10-train-jpg.tar.gz}
 RUNS=${2:-runs/converged}
-BIN=${BIN:-.venv/bin}
-DECAY_EPOCHS=${DECAY_EPOCHS:-150}
-HEAD_EPOCHS=${HEAD_EPOCHS:-100}
-HEAD_PATIENCE=${HEAD_PATIENCE:-30}
-mkdir -p "$RUNS"
-resume() { [ -f "$1/last.pt" ] && echo --resume || true; }
-backbone() {  # out, extra args...
-  local out=$1; shift
-  [ -f "$RUNS/$out.frozen.pt" ] && return 0  # done (its last epoch frozen for the head)
-  "$BIN/gatta-train" backbone --data "$DATA" --out "$RUNS/$out" --precision fp32 "$@" $(resume "$RUNS/$out")
-  [ -f "$RUNS/$out.frozen.pt" ] || cp "$RUNS/$out/last.pt" "$RUNS/$out.frozen.pt"  # the head's frozen copy
-}
-head() {  # backbone name, head out, extra args...
-  local bb=$1 out=$2; shift 2
-  "$BIN/gatta-train" head --backbone-ckpt "$RUNS/$bb.frozen.pt" --data "$DATA" --d 16 --precision fp32 \
-      --epochs "$HEAD_EPOCHS" --patience "$HEAD_PATIENCE" --out "$RUNS/$out" "$@" $(resume "$RUNS/$out")
-}
-
-evaluate() {  # head out: lesions, noise (Fig. 2a) and the last epoch, each written once
-  local out=$RUNS/$1
-  once "$out/eval-val.json" eval --ckpt "$out/best.pt" --data "$DATA" --lesion singles --json
-  once "$out/eval-val-noise.json" eval --ckpt "$out/best.pt" --data "$DATA" --json \
-      --noise 0.01 --noise 0.02 --noise 0.03 --noise 0.04 --noise 0.05 --noise 0.1 --noise 0.25
-  once "$out/eval-val-last.json" eval --ckpt "$out/last.pt" --data "$DATA" --json
-}
-once() {  # file, gatta-train args...: run unless the file exists; never leave half a file
-  local file=$1; shift
-  [ -f "$file" ] && return 0
-  "$BIN/gatta-train" "$@" > "$file.tmp" && mv "$file.tmp" "$file"
-}
+source "$(dirname "$0")/stages.sh"
 
 # Step 1 ran to its stopping rule (epoch 218) and its last epoch is committed: start from it.
 [ -f "$RUNS/backbone-p50.frozen.pt" ] || cp models/cifar10-toy-backbone-p50.pt "$RUNS/backbone-p50.frozen.pt"
@@ -65,16 +36,11 @@ evaluate head-p50
 # the continuation control (8 backbone epochs at 1e-4, the head kept) is short: before step 2
 "$BIN/gatta-train" finetune --ckpt "$RUNS/head-p50/best.pt" --train backbone --data "$DATA" \
     --out "$RUNS/continuation-p50" --epochs 8 --lr 1e-4 $(resume "$RUNS/continuation-p50")
-compare() {  # json name, checkpoints... (the first is the reference)
-  local file=$RUNS/$1.json; shift
-  once "$file" compare "$@" --data "$DATA" --json
-}
 R=$RUNS
 compare continuation-compare-last "$R/continuation-p50/last.pt" "$R/head-p50/best.pt" "$R/head-p50/last.pt" \
     "$R/continuation-p50/best.pt"
 compare continuation-compare-best "$R/continuation-p50/best.pt" "$R/head-p50/best.pt" "$R/head-p50/last.pt"
-backbone backbone-cosine --epochs "$DECAY_EPOCHS" --lr-schedule cosine --patience "$DECAY_EPOCHS"
-head backbone-cosine head-cosine
+cosine_pair "" 0
 evaluate head-cosine
 # the same continuation control on the cosine backbone (its rate ended at 0; 8 epochs at 1e-4)
 "$BIN/gatta-train" finetune --ckpt "$RUNS/head-cosine/best.pt" --train backbone --data "$DATA" \
@@ -85,9 +51,10 @@ compare head-cosine-last-vs-head-p50-last "$R/head-cosine/last.pt" "$R/head-p50/
 compare head-cosine-vs-continuation "$R/continuation-p50/last.pt" "$R/head-cosine/best.pt" "$R/head-cosine/last.pt"
 compare continuation-cosine-compare "$R/continuation-cosine/last.pt" "$R/head-cosine/best.pt" "$R/head-cosine/last.pt"
 backbone toy-wide-p50 --backbone toy-wide --epochs 500 --patience 50
-backbone backbone-p50-seed1 --epochs 500 --patience 50 --seed 1
-head backbone-p50-seed1 head-p50-seed1 --seed 1
-evaluate head-p50-seed1
-"$BIN/gatta-train" compare "$RUNS/head-p50/best.pt" "$RUNS/head-cosine/best.pt" "$RUNS/head-p50-seed1/best.pt" \
-    --data "$DATA" --json > "$RUNS/compare.json"
+# 5. run-to-run spread: the shipped recipe (step 2's pair) again with seed 1 (initialisation,
+#    data order and augmentation; the validation split stays the same)
+cosine_pair -seed1 1
+evaluate head-cosine-seed1
+compare seed-compare "$R/head-cosine/best.pt" "$R/head-cosine-seed1/best.pt" "$R/head-cosine/last.pt" \
+    "$R/head-cosine-seed1/last.pt"
 echo "done: $RUNS"

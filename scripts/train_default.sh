@@ -16,18 +16,8 @@
 set -euo pipefail
 DATA=${1:-../shared/data/cifar10-train-jpg.tar.gz}
 RUNS=${2:-runs/converged}
-BIN=${BIN:-.venv/bin}
-resume() { [ -f "$1/last.pt" ] && echo --resume || true; }
-if [ ! -f "$RUNS/backbone-cosine.frozen.pt" ]; then  # the frozen copy marks a finished backbone
-  "$BIN/gatta-train" backbone --data "$DATA" --out "$RUNS/backbone-cosine" --precision fp32 \
-      --epochs 150 --lr-schedule cosine --patience 150 $(resume "$RUNS/backbone-cosine")
-  # The head freezes the backbone's last epoch, not best.pt: best.pt is the maximum over noisy
-  # epochs of the very split the gain is measured on, a baseline that regresses on any change
-  # (docs/results-first-model.md, "Which backbone checkpoint is the baseline").
-  cp "$RUNS/backbone-cosine/last.pt" "$RUNS/backbone-cosine.frozen.pt"
-fi
-"$BIN/gatta-train" head --backbone-ckpt "$RUNS/backbone-cosine.frozen.pt" --data "$DATA" --d 16 \
-    --precision fp32 --epochs 100 --patience 30 --out "$RUNS/head-cosine" $(resume "$RUNS/head-cosine")
+source "$(dirname "$0")/stages.sh"
+cosine_pair "" 0
 cp "$RUNS/head-cosine/best.pt" models/cifar10-toy-d16.pt
 cp "$RUNS/backbone-cosine/log.jsonl" models/cifar10-toy-backbone.log.jsonl
 cp "$RUNS/head-cosine/log.jsonl" models/cifar10-toy-d16.log.jsonl

@@ -50,3 +50,15 @@ def test_cuda_is_the_auto_device_and_trains_with_pinned_images(tmp_path):
         rows = [json.loads(l) for l in open(tmp_path / precision / "log.jsonl")]
         assert [r["device"] for r in rows] == ["cuda", "cuda"]
         assert rows[-1]["train_loss"] < rows[0]["train_loss"] + 0.05
+
+
+def test_cuda_fp32_is_ieee_fp32_not_tf32():
+    """resolve_device turns TF32 off: a 256x256 matmul of ones/3 is exact to fp32's rounding,
+    while TF32 (10-bit mantissa) would be off by ~1e-3 relative."""
+    from gatta.training.train import resolve_device
+
+    resolve_device("cuda")
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    a = torch.full((256, 256), 1 / 3, device="cuda")
+    out = (a @ a).cpu()
+    torch.testing.assert_close(out, torch.full((256, 256), 256 / 9), rtol=1e-6, atol=0)

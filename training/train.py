@@ -86,11 +86,16 @@ def resolve_precision(precision: str, stage: str, device: str, toy: bool = True)
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto``: the first CUDA GPU when there is one, else the CPU."""
+    """``auto``: the first CUDA GPU when there is one, else the CPU. On CUDA, TF32 is turned off:
+    PyTorch runs fp32 convolutions in TF32 by default, so without this "fp32" on a GPU would
+    carry a 10-bit mantissa the CPU runs and the served model (export/verify.py) do not."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA GPU is available here (use --device auto or cpu)")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is available here (use --device auto or cpu)")
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     return device
 
 
