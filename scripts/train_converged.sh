@@ -51,6 +51,10 @@ compare head-cosine-last-vs-head-p50-last "$R/head-cosine/last.pt" "$R/head-p50/
 compare head-cosine-vs-continuation "$R/continuation-p50/last.pt" "$R/head-cosine/best.pt" "$R/head-cosine/last.pt"
 compare continuation-cosine-compare "$R/continuation-cosine/last.pt" "$R/head-cosine/best.pt" "$R/head-cosine/last.pt"
 backbone toy-wide-p50 --backbone toy-wide --epochs 500 --patience 50
+# the paper's informal test: the parameter-matched backbone alone (its last epoch, the reference)
+# against GAttANet on the backbone trained to the same rule, and the shipped pair for scale
+compare toy-wide-compare "$R/toy-wide-p50/last.pt" "$R/head-p50/best.pt" "$R/head-p50/last.pt" \
+    "$R/toy-wide-p50/best.pt" "$R/head-cosine/best.pt" "$R/head-cosine/last.pt"
 # 5. run-to-run spread: the shipped recipe (step 2's pair) again with seed 1 (initialisation,
 #    data order and augmentation; the validation split stays the same)
 cosine_pair -seed1 1

@@ -356,3 +356,26 @@ def test_resnet_weights_refused_in_one_line(tmp_path, content, message):
         path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=message):
         GattaNet(GattaConfig(backbone="resnet18", num_classes=5, d=4, image_size=32), backbone_weights=path)
+
+
+def test_toy_head_alpha_sign_is_a_symmetry_not_a_finding():
+    """Without batch/layer norm, flipping layer i's key projection and alpha_i together leaves
+    every logit unchanged (k_i -> -k_i flips gatta_i, alpha_i -> -alpha_i flips it back): the
+    sign of a learned alpha means nothing alone (docs/results.md, "Run-to-run spread")."""
+    from helpers import make_model
+
+    model = make_model(alpha=0.5)
+    with torch.no_grad():
+        model.head.alpha.copy_(torch.linspace(-0.6, 0.7, len(model.head.alpha)))
+    x = torch.rand(4, 3, 16, 16)
+    with torch.no_grad():
+        before = model(x).logits
+        for i in (0, 2):
+            model.head.keys[i].weight.neg_()
+            model.head.keys[i].bias.neg_()
+            model.head.alpha[i].neg_()
+        after = model(x).logits
+        model.head.alpha[1].neg_()  # alpha alone flipped: a different model
+        changed = model(x).logits
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+    assert (changed - before).abs().max() > 1e-4  # 7e-4 here: 70x the symmetric pair's tolerance
