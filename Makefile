@@ -51,6 +51,8 @@ report: install
 	$(BIN)/gatta-train report --ckpt $(MODEL) --data $(DATA) --out docs/results
 	$(BIN)/gatta-train curves models/cifar10-toy-backbone.log.jsonl models/cifar10-toy-d16.log.jsonl \
 		models/cifar10-toy-backbone-p50.log.jsonl docs/results/converged/head-p50.log.jsonl \
+		docs/results/converged/backbone-cosine-seed1.log.jsonl docs/results/converged/head-cosine-seed1.log.jsonl \
+		docs/results/converged/toy-wide-p50.log.jsonl \
 		--out docs/results/training.png > docs/results/training.md
 
 # Heavy: retrains the shipped default model (hours on 2 CPU cores, minutes on a GPU).
