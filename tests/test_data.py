@@ -140,3 +140,22 @@ def test_lesion_notation():
     for bad in ("ccc", "cccddd", "ddccc", "cc?dd"):
         with pytest.raises(LesionError, match="cccdd"):
             parse_lesion(bad, kinds)
+
+
+def test_a_changed_source_replaces_its_cached_array_instead_of_adding_one(tmp_path, monkeypatch):
+    import os
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GATTA_CACHE", str(cache))
+    root = tmp_path / "tree"
+    write_image_folder(root, n_per_class=2)
+    first = load_images(root, 16)
+    assert len(list(cache.glob("images-*.npz"))) == 1
+    assert torch.equal(load_images(root, 16).images, first.images)  # read back from the cache
+    load_images(root, 8)  # another decoding of the same source is another array
+    assert len(list(cache.glob("images-*.npz"))) == 2
+    st = root.stat()
+    os.utime(root, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the source changed
+    again = load_images(root, 16)
+    names = sorted(p.name for p in cache.glob("images-*.npz"))
+    assert len(names) == 2 and torch.equal(again.images, first.images)

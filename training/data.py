@@ -79,8 +79,12 @@ def load_images(path: str | Path, image_size: int | Preprocessing | None = None,
         raise DataError(f"data path {path} does not exist")
     stat = path.stat()
     rules = "" if _cifar_pickles(path) else f"|listed{LISTING_RULES}"
-    key = hashlib.sha1(f"{path.resolve()}|{stat.st_mtime_ns}|{_decoding_key(image_size)}|{split}{rules}".encode()).hexdigest()[:16]
-    cached = cache_dir() / f"images-{key}.npz"
+    # The name is (what is decoded, how)-(which version of the file): a source whose mtime changed
+    # replaces its old array instead of adding a copy beside it (a 154 MB one per CIFAR-10
+    # copy, and a dataset re-copied or re-extracted gets a new mtime each time).
+    what = hashlib.sha1(f"{path.resolve()}|{_decoding_key(image_size)}|{split}{rules}".encode()).hexdigest()[:16]
+    version = hashlib.sha1(str(stat.st_mtime_ns).encode()).hexdigest()[:8]
+    cached = cache_dir() / f"images-{what}-{version}.npz"
     if cached.exists():
         z = np.load(cached, allow_pickle=False)
         return ImageSet(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
@@ -91,6 +95,9 @@ def load_images(path: str | Path, image_size: int | Preprocessing | None = None,
     np.savez(tmp, images=data.images.numpy(), labels=data.labels.numpy(),
              class_names=np.array(data.class_names))
     tmp.replace(cached)
+    for stale in cached.parent.glob(f"images-{what}-*.npz"):
+        if stale != cached and not stale.name.endswith(".tmp.npz"):
+            stale.unlink(missing_ok=True)
     return data
 
 
