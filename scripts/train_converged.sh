@@ -14,7 +14,7 @@
 # 4. the controls: the backbone-only continuation (8 epochs at 1e-4) of step 1's backbone (run
 #    right after step 1's head: it takes minutes) and of step 2's (after its head), and the
 #    parameter-matched toy-wide backbone to step 1's rule;
-# 5. a second seed of step 2's pair, the shipped recipe (run-to-run spread).
+# 5. a second and a third seed of step 2's pair, the shipped recipe (run-to-run spread).
 # After each head: HEAD/eval-val.json (lesions), eval-val-noise.json (Fig. 2a's noise levels),
 # eval-val-last.json (its last epoch); after each control, the paired comparisons quoted in
 # docs/results.md (*-compare*.json, head-cosine-*.json); each written once.
@@ -61,4 +61,9 @@ cosine_pair -seed1 1
 evaluate head-cosine-seed1
 compare seed-compare "$R/head-cosine/best.pt" "$R/head-cosine-seed1/best.pt" "$R/head-cosine/last.pt" \
     "$R/head-cosine-seed1/last.pt"
+# 6. a third seed, so that the spread has a first standard deviation (two runs give a difference)
+cosine_pair -seed2 2
+evaluate head-cosine-seed2
+compare seed2-compare "$R/head-cosine/best.pt" "$R/head-cosine-seed2/best.pt" "$R/head-cosine/last.pt" \
+    "$R/head-cosine-seed2/last.pt" "$R/head-cosine-seed1/best.pt" "$R/head-cosine-seed1/last.pt"
 echo "done: $RUNS"
