@@ -379,3 +379,28 @@ def test_toy_head_alpha_sign_is_a_symmetry_not_a_finding():
         changed = model(x).logits
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
     assert (changed - before).abs().max() > 1e-4  # 7e-4 here: 70x the symmetric pair's tolerance
+
+
+def test_with_gatta_layer_norm_the_sign_moves_to_the_norm_scale():
+    """The ResNet recipe layer-normalises gatta before alpha: there flipping the layer norm's
+    scale and offset with alpha_i is the symmetry (flipping K_i alone no longer is)."""
+    from helpers import make_model
+
+    model = make_model(alpha=0.5, gatta_layernorm=True)
+    with torch.no_grad():
+        for norm in model.head.gatta_norms:  # non-trivial affine maps, as after training
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.3, 0.3)
+    x = torch.rand(4, 3, 16, 16)
+    with torch.no_grad():
+        before = model(x).logits
+        model.head.gatta_norms[1].weight.neg_()
+        model.head.gatta_norms[1].bias.neg_()
+        model.head.alpha[1].neg_()
+        after = model(x).logits
+        model.head.keys[1].weight.neg_()
+        model.head.keys[1].bias.neg_()
+        model.head.alpha[1].neg_()  # the toy head's flip, here a different network
+        changed = model(x).logits
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+    assert (changed - before).abs().max() > 1e-4
