@@ -14,7 +14,8 @@
 # 4. the controls: the backbone-only continuation (8 epochs at 1e-4) of step 1's backbone (run
 #    right after step 1's head: it takes minutes) and of step 2's (after its head), and the
 #    parameter-matched toy-wide backbone to step 1's rule;
-# 5. a second and a third seed of step 2's pair, the shipped recipe (run-to-run spread).
+# 5. a second seed of step 2's pair, the shipped recipe (run-to-run spread);
+# 6. a third seed of it (the spread's first usable standard deviation).
 # After each head: HEAD/eval-val.json (lesions), eval-val-noise.json (Fig. 2a's noise levels),
 # eval-val-last.json (its last epoch); after each control, the paired comparisons quoted in
 # docs/results.md (*-compare*.json, head-cosine-*.json); each written once.

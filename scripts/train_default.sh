@@ -16,6 +16,7 @@
 set -euo pipefail
 DATA=${1:-../shared/data/cifar10-train-jpg.tar.gz}
 RUNS=${2:-runs/converged}
+DECAY_EPOCHS=150 HEAD_EPOCHS=100 HEAD_PATIENCE=30  # the recipe above, whatever the environment says
 source "$(dirname "$0")/stages.sh"
 cosine_pair "" 0
 cp "$RUNS/head-cosine/best.pt" models/cifar10-toy-d16.pt

@@ -53,12 +53,21 @@ def test_cuda_is_the_auto_device_and_trains_with_pinned_images(tmp_path):
 
 
 def test_cuda_fp32_is_ieee_fp32_not_tf32():
-    """resolve_device turns TF32 off: a 256x256 matmul of ones/3 is exact to fp32's rounding,
-    while TF32 (10-bit mantissa) would be off by ~1e-3 relative."""
+    """resolve_device turns TF32 off for convolutions (on by default in PyTorch) and matmuls.
+    Inputs of 1/3 make TF32's input rounding systematic: 256 products are off by ~5e-4
+    relative under TF32, by at most 256 * 2**-24 ~ 1.5e-5 in IEEE fp32."""
     from gatta.training.train import resolve_device
 
-    resolve_device("cuda")
-    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
-    a = torch.full((256, 256), 1 / 3, device="cuda")
-    out = (a @ a).cpu()
-    torch.testing.assert_close(out, torch.full((256, 256), 256 / 9), rtol=1e-6, atol=0)
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        resolve_device("cuda")
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        a = torch.full((256, 256), 1 / 3, device="cuda")
+        ref = a.double() @ a.double()
+        torch.testing.assert_close((a @ a).double(), ref, rtol=1e-4, atol=0)
+        x = torch.full((2, 256, 4, 4), 1 / 3, device="cuda")
+        w = torch.full((8, 256, 1, 1), 1 / 3, device="cuda")
+        torch.testing.assert_close(F.conv2d(x, w).double(), F.conv2d(x.double(), w.double()), rtol=1e-4, atol=0)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -152,10 +152,15 @@ def test_a_changed_source_replaces_its_cached_array_instead_of_adding_one(tmp_pa
     first = load_images(root, 16)
     assert len(list(cache.glob("images-*.npz"))) == 1
     assert torch.equal(load_images(root, 16).images, first.images)  # read back from the cache
+    before = {p.name for p in cache.glob("images-*.npz")}
     load_images(root, 8)  # another decoding of the same source is another array
-    assert len(list(cache.glob("images-*.npz"))) == 2
+    eight = {p.name for p in cache.glob("images-*.npz")} - before
+    assert len(eight) == 1
+    (cache / "images-0123456789abcdef.npz").write_bytes(b"")  # named before versions: dead
+    sixteen = {p.name for p in cache.glob("images-*.npz")} - eight
     st = root.stat()
     os.utime(root, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the source changed
     again = load_images(root, 16)
-    names = sorted(p.name for p in cache.glob("images-*.npz"))
-    assert len(names) == 2 and torch.equal(again.images, first.images)
+    names = {p.name for p in cache.glob("images-*.npz")}
+    assert len(names) == 2 and eight <= names and not sixteen & names  # replaced, the 8 px one kept
+    assert torch.equal(again.images, first.images) and not list(cache.glob("*.tmp.npz"))

@@ -81,7 +81,9 @@ def run_options(fn):
         click.option("--resume", is_flag=True, help="Continue from OUT/last.pt."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
                      help="bf16: mixed precision (autocast) for the training steps; validation stays fp32. auto: bf16 "
-                          "for toy-model head training on the CPU (measured: same accuracy, 1.28x faster), fp32 otherwise."),
+                          "for toy-model head training on the CPU (measured: same accuracy, 1.28x faster), fp32 otherwise. "
+                          "fp32 on a GPU is IEEE fp32 (TF32 off): slower than PyTorch's TF32 default for large "
+                          "convolutions; bf16 is the fast choice there, not yet measured for accuracy."),
         click.option("--clip-grad", type=float, default=None, help="Clip the gradient's global norm (e.g. 1 for --iterations >= 2)."),
         click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
                      help="constant, or cosine decay to 0 over --epochs [toy: constant (the paper); ResNet "

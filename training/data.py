@@ -18,6 +18,8 @@ import hashlib
 import math
 import os
 import pickle
+import re
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,20 +87,30 @@ def load_images(path: str | Path, image_size: int | Preprocessing | None = None,
     what = hashlib.sha1(f"{path.resolve()}|{_decoding_key(image_size)}|{split}{rules}".encode()).hexdigest()[:16]
     version = hashlib.sha1(str(stat.st_mtime_ns).encode()).hexdigest()[:8]
     cached = cache_dir() / f"images-{what}-{version}.npz"
-    if cached.exists():
-        z = np.load(cached, allow_pickle=False)
-        return ImageSet(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
-                        [str(c) for c in z["class_names"]])
+    try:
+        with np.load(cached, allow_pickle=False) as z:
+            return ImageSet(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
+                            [str(c) for c in z["class_names"]])
+    except (FileNotFoundError, zipfile.BadZipFile, EOFError):  # not cached yet, or another process pruned it
+        pass
     data = _load_uncached(path, image_size, split, workers, listing)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp.npz")
+    # One temporary file per process: ranks that decode the same source at once each write
+    # their own and the last rename wins (same contents).
+    tmp = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, images=data.images.numpy(), labels=data.labels.numpy(),
              class_names=np.array(data.class_names))
     tmp.replace(cached)
-    for stale in cached.parent.glob(f"images-{what}-*.npz"):
-        if stale != cached and not stale.name.endswith(".tmp.npz"):
-            stale.unlink(missing_ok=True)
+    for stale in cached.parent.glob("images-*.npz"):
+        if stale.name.endswith(".tmp.npz") or stale == cached:
+            continue
+        if stale.name.startswith(f"images-{what}-") or _LEGACY_NAME.fullmatch(stale.name):
+            stale.unlink(missing_ok=True)  # an older version of this source; or named before versions
     return data
+
+
+# Arrays cached before names had a version part (images-<16 hex>.npz): no loader reads them.
+_LEGACY_NAME = re.compile(r"images-[0-9a-f]{16}\.npz")
 
 
 def _cifar_pickles(path: Path) -> Path | None:

@@ -86,23 +86,31 @@ def resolve_precision(precision: str, stage: str, device: str, toy: bool = True)
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto``: the first CUDA GPU when there is one, else the CPU. On CUDA, TF32 is turned off:
-    PyTorch runs fp32 convolutions in TF32 by default, so without this "fp32" on a GPU would
-    carry a 10-bit mantissa the CPU runs and the served model (export/verify.py) do not."""
+    """``auto``: the first CUDA GPU when there is one, else the CPU. On CUDA, TF32 is turned off
+    (``ieee_fp32``)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(f"--device {device}: no CUDA GPU is available here (use --device auto or cpu)")
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+        ieee_fp32()
     return device
+
+
+def ieee_fp32() -> None:
+    """TF32 off: PyTorch runs fp32 convolutions in TF32 by default, so without this "fp32" on a
+    GPU would carry a 10-bit mantissa that the CPU runs and the served model (export/verify.py)
+    do not. bf16 is asked for explicitly (``--precision bf16``). Legacy flags, as the tests read
+    them: mixing them with the newer ``fp32_precision`` API raises on reading."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def describe_device(device: str) -> str:
     """One line for the first line of a run's output."""
     if device.startswith("cuda"):
-        return f"device: {device} ({torch.cuda.get_device_name(torch.device(device))})"
+        tf32 = "on" if torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32 else "off"
+        return f"device: {device} ({torch.cuda.get_device_name(torch.device(device))}, TF32 {tf32})"
     gpu = "" if torch.cuda.is_available() else ", no CUDA GPU found"
     return f"device: cpu ({torch.get_num_threads()} threads{gpu})"
 
@@ -301,6 +309,8 @@ def fit(model: GattaNet, data, train_idx: torch.Tensor, val_idx: torch.Tensor,
     streaming.StreamingSet); returns the best epoch's metrics."""
     rank, world = dist_info()
     out = Path(opts.out_dir)
+    if torch.device(opts.device).type == "cuda":
+        ieee_fp32()  # also for callers that pass a device without resolve_device
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         print(describe_device(opts.device), flush=True)
