@@ -34,7 +34,9 @@ def test_report_on_tiny_model(tmp_path):
     assert all(0 <= v <= 1 for v in saved["lesions"].values())
     td = saved["top_down"]
     assert 0 <= td["true_prob_plain"] <= 1 and td["n"] == 96
-    for name in ("noise.png", "lesions.png", "q_avg_umap.png", "report.md"):
+    strengths = [td["strength"]] + [r["strength"] for r in saved["top_down_strengths"]]
+    assert sorted(strengths) == [0.1, 0.3, 0.5, 1.0, 3.0] and td["strength"] == 0.3  # the client's default
+    for name in ("noise.png", "lesions.png", "top_down.png", "q_avg_umap.png", "report.md"):
         assert (tmp_path / name).stat().st_size > 1000, name
     assert "McNemar" in (tmp_path / "report.md").read_text()
 

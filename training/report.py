@@ -147,6 +147,11 @@ def bar_figure(names: list[str], values: list[float], reference: dict[str, float
     plt.close(fig)
 
 
+# Top-down prior strengths measured (the client's default 0.3 among them): from a gentle nudge to
+# the viewer slider's end, since the useful range is a property of the model (docs/results.md).
+TOP_DOWN_STRENGTHS = (0.1, 0.3, 0.5, 1.0, 3.0)
+
+
 def build_report(model: GattaNet, data: ImageSet, indices: torch.Tensor, out: Path, noise_levels=NOISE_LEVELS,
                  umap: bool = True, device="cpu", echo=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +172,7 @@ def build_report(model: GattaNet, data: ImageSet, indices: torch.Tensor, out: Pa
     echo("top-down attention (query_bias)")
     report["top_down"] = top_down_effect(model, data, indices, device=device)
     report["top_down_strengths"] = [top_down_effect(model, data, indices, strength=s, device=device)
-                                    for s in (0.1, 1.0)]
+                                    for s in TOP_DOWN_STRENGTHS if s != report["top_down"]["strength"]]
     echo("query space")
     labels = data.labels[indices].numpy()
     queries = collect_queries(model, data, indices, device)
@@ -182,6 +187,12 @@ def build_report(model: GattaNet, data: ImageSet, indices: torch.Tensor, out: Pa
     bar_figure(patterns, [report["lesions"][p] for p in patterns],
                {f"full ({full_pattern(kinds)})": acc["gattanet_acc"],
                 "baseline (" + "." * len(kinds) + ")": acc["baseline_acc"]}, out / "lesions.png")
+    sweep = sorted([report["top_down"], *report["top_down_strengths"]], key=lambda r: r["strength"])
+    line_figure([0.0] + [r["strength"] for r in sweep],
+                {"prior towards the true class": [acc["gattanet_acc"]] + [r["acc_toward_true"] for r in sweep],
+                 "prior towards a wrong class": [acc["gattanet_acc"]] + [r["acc_toward_wrong"] for r in sweep]},
+                "prior strength (query_bias = strength * dir / |dir|^2)", out / "top_down.png", logx=True,
+                title="top-down prior: where it helps and where it breaks")
     if umap:
         echo("UMAP")
         umap_figure(queries, labels, data.class_names, out / "q_avg_umap.png")
