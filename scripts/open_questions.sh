@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The paper's two open questions on a GAttANet checkpoint (MODEL, default the shipped model; the
-# study in docs/results-first-model.md, "Open questions", ran on the first CIFAR-10 model):
+# The paper's two open questions on a GAttANet checkpoint (MODEL, default the shipped model: the
+# study in docs/results.md, "The paper's open questions, on the shipped model"; the one in
+# docs/results-first-model.md, "Open questions", ran on the first CIFAR-10 model):
 #   1. iterations: its T=1 head run at test-time T=2, T=3; a head trained at T=2
 #   2. joint fine-tuning: backbone + head together vs the backbone alone (same budget, recipe,
 #      data order), both from MODEL
-# Resumable (run it again to continue; raise the budgets to extend a run); about 1.5 hours on
-# 2 CPU cores. A resumed run continues whatever RUNS holds: give each MODEL its own RUNS.
+# Resumable (run it again to continue; raise the budgets to extend a run); about an hour
+# (shipped model) to 1.5 hours (first model) on 2 CPU cores. A resumed run continues whatever
+# RUNS holds: give each MODEL its own RUNS.
 #   bash scripts/open_questions.sh [DATA] [RUNS]
 set -euo pipefail
 DATA=${1:-../shared/data/cifar10-train-jpg.tar.gz}
