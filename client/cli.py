@@ -67,8 +67,8 @@ def main():
 @click.option("--lesion", default=None, help="Switch attention off per layer, paper notation, e.g. c.cdd.")
 @click.option("--prior", default=None, help="Top-down attention: bias the global query towards this class.")
 @click.option("--prior-strength", default=0.3, show_default=True, help="How far to move the global query towards --prior. The useful range depends on the "
-              "model: on the bundled CIFAR-10 model 0.1-0.3 helps and 1.0 already hurts the class it "
-              "names (docs/results.md).")
+              "model: on the bundled CIFAR-10 model 0.1-0.3 helps and from 0.5 on it hurts even the "
+              "right class (docs/results.md).")
 @click.option("--maps", "maps_dir", type=click.Path(path_type=Path), default=None,
               help="Write one Figure-3-style PNG per image (image + alpha*gatta map per layer) and its raw maps (.npz) here.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image per line on stdout.")
