@@ -37,6 +37,11 @@ cosine_pair() {  # name suffix, seed: the shipped recipe (docs/results.md, "Trai
   head "backbone-cosine$1" "head-cosine$1" --seed "$2"
 }
 
+continuation() {  # head out, control out: the backbone alone 8 more epochs at 1e-4, the head kept
+  "$BIN/gatta-train" finetune --ckpt "$RUNS/$1/best.pt" --train backbone --data "$DATA" \
+      --out "$RUNS/$2" --epochs 8 --lr 1e-4 $(resume "$RUNS/$2")
+}
+
 evaluate() {  # head out: lesions, noise (Fig. 2a) and the last epoch, each written once
   local out=$RUNS/$1
   once "$out/eval-val.json" eval --ckpt "$out/best.pt" --data "$DATA" --lesion singles --json

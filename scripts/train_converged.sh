@@ -35,8 +35,7 @@ backbone backbone-p50 --epochs 500 --patience 50
 head backbone-p50 head-p50  # first: the paper's recipe end to end
 evaluate head-p50
 # the continuation control (8 backbone epochs at 1e-4, the head kept) is short: before step 2
-"$BIN/gatta-train" finetune --ckpt "$RUNS/head-p50/best.pt" --train backbone --data "$DATA" \
-    --out "$RUNS/continuation-p50" --epochs 8 --lr 1e-4 $(resume "$RUNS/continuation-p50")
+continuation head-p50 continuation-p50
 R=$RUNS
 compare continuation-compare-last "$R/continuation-p50/last.pt" "$R/head-p50/best.pt" "$R/head-p50/last.pt" \
     "$R/continuation-p50/best.pt"
@@ -44,8 +43,7 @@ compare continuation-compare-best "$R/continuation-p50/best.pt" "$R/head-p50/bes
 cosine_pair "" 0
 evaluate head-cosine
 # the same continuation control on the cosine backbone (its rate ended at 0; 8 epochs at 1e-4)
-"$BIN/gatta-train" finetune --ckpt "$RUNS/head-cosine/best.pt" --train backbone --data "$DATA" \
-    --out "$RUNS/continuation-cosine" --epochs 8 --lr 1e-4 $(resume "$RUNS/continuation-cosine")
+continuation head-cosine continuation-cosine
 compare head-cosine-compare-heads "$R/head-cosine/best.pt" "$R/head-cosine/last.pt" "$R/head-p50/best.pt" \
     "$R/head-p50/last.pt" "$R/continuation-p50/last.pt"
 compare head-cosine-last-vs-head-p50-last "$R/head-cosine/last.pt" "$R/head-p50/last.pt"

@@ -56,6 +56,8 @@ def cache_dir() -> Path:
 # rules change, so arrays decoded under the old rules are not reused (2: folders and .tar.gz
 # files listed by layouts.py, as streaming lists them).
 LISTING_RULES = 2
+# Arrays cached before names had a version part (images-<16 hex>.npz): no loader reads them.
+_LEGACY_NAME = re.compile(r"images-[0-9a-f]{16}\.npz")
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -107,10 +109,6 @@ def load_images(path: str | Path, image_size: int | Preprocessing | None = None,
         if stale.name.startswith(f"images-{what}-") or _LEGACY_NAME.fullmatch(stale.name):
             stale.unlink(missing_ok=True)  # an older version of this source; or named before versions
     return data
-
-
-# Arrays cached before names had a version part (images-<16 hex>.npz): no loader reads them.
-_LEGACY_NAME = re.compile(r"images-[0-9a-f]{16}\.npz")
 
 
 def _cifar_pickles(path: Path) -> Path | None:
