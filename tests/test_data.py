@@ -164,3 +164,8 @@ def test_a_changed_source_replaces_its_cached_array_instead_of_adding_one(tmp_pa
     names = {p.name for p in cache.glob("images-*.npz")}
     assert len(names) == 2 and eight <= names and not sixteen & names  # replaced, the 8 px one kept
     assert torch.equal(again.images, first.images) and not list(cache.glob("*.tmp.npz"))
+    for damaged in (b"garbage", b"PK\x03\x04 truncated"):  # not an archive; a cut-off one
+        for p in cache.glob("images-*.npz"):
+            p.write_bytes(damaged)
+        assert torch.equal(load_images(root, 16).images, first.images)  # decoded again, cache rewritten
+    assert len(list(cache.glob("images-*.npz"))) == 2

@@ -93,7 +93,9 @@ def load_images(path: str | Path, image_size: int | Preprocessing | None = None,
         with np.load(cached, allow_pickle=False) as z:
             return ImageSet(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
                             [str(c) for c in z["class_names"]])
-    except (FileNotFoundError, zipfile.BadZipFile, EOFError):  # not cached yet, or another process pruned it
+    except FileNotFoundError:  # not cached yet, or another process pruned it
+        pass
+    except (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError):  # half-written or damaged: decode again
         pass
     data = _load_uncached(path, image_size, split, workers, listing)
     cached.parent.mkdir(parents=True, exist_ok=True)
