@@ -210,7 +210,7 @@ def test_fit_on_streamed_data_resumes_at_an_epoch_boundary(tmp_path):
 
 
 DDP_SCRIPT = textwrap.dedent('''
-    import json, os, sys
+    import faulthandler, json, os, sys
     import torch
     from gatta.decoder import Preprocessing
     from gatta.training.config import GattaConfig
@@ -218,27 +218,33 @@ DDP_SCRIPT = textwrap.dedent('''
     from gatta.training.streaming import Pictures, StreamingSet, stream_dataset
     from gatta.training.train import FitOptions, dist_info, fit
 
-    tree, out = sys.argv[1], sys.argv[2]
-    rank, world = dist_info()
 
     class Logged(Pictures):
-        """Writes every training picture a DataLoader worker decodes: (rank, epoch, index)."""
+        """Writes every training picture a DataLoader worker decodes: (rank, epoch, index, the
+        worker's parent process). The
+        worker knows where from its environment (a forkserver's child has not this script's argv)."""
         def __getitem__(self, i):
             if self.augment:
-                with open(os.path.join(out, f"seen-{rank}-{os.getpid()}.jsonl"), "a") as fh:
-                    fh.write(json.dumps([rank, self.epoch, i]) + "\\n")
+                with open(os.path.join(os.environ["SEEN_DIR"], f"seen-{os.environ['RANK']}-{os.getpid()}.jsonl"), "a") as fh:
+                    fh.write(json.dumps([int(os.environ["RANK"]), self.epoch, i, os.getppid()]) + "\\n")
             return super().__getitem__(i)
 
-    data = stream_dataset(tree, Preprocessing(16), workers=2)
-    data.pictures = Logged
-    torch.manual_seed(0)
-    model = GattaNet(GattaConfig(num_classes=3, d=4, image_size=16, alpha_init=0.1))
-    train_idx = torch.tensor([i for i in range(len(data)) if i % 5])
-    val_idx = torch.tensor([i for i in range(len(data)) if i % 5 == 0])
-    fit(model, data, train_idx, val_idx, FitOptions(stage="head", out_dir=out, epochs=2, batch_size=4, lr=1e-2,
-                                                    progress=False, precision="fp32"))
-    torch.save(model.head.state_dict(), os.path.join(out, f"head-{rank}.pt"))
-    json.dump(train_idx.tolist(), open(os.path.join(out, "train_idx.json"), "w"))
+
+    if __name__ == "__main__":  # workers start from a forkserver, which imports this file
+        faulthandler.dump_traceback_later(150, exit=True)  # a hang shows where, then fails
+        tree, out = sys.argv[1], sys.argv[2]
+        rank, world = dist_info()
+        data = stream_dataset(tree, Preprocessing(16), workers=2)
+        data.pictures = Logged
+        torch.manual_seed(0)
+        model = GattaNet(GattaConfig(num_classes=3, d=4, image_size=16, alpha_init=0.1))
+        train_idx = torch.tensor([i for i in range(len(data)) if i % 5])
+        val_idx = torch.tensor([i for i in range(len(data)) if i % 5 == 0])
+        fit(model, data, train_idx, val_idx, FitOptions(stage="head", out_dir=out, epochs=2, batch_size=4, lr=1e-2,
+                                                        progress=False, precision="fp32"))
+        torch.save(model.head.state_dict(), os.path.join(out, f"head-{rank}.pt"))
+        json.dump(train_idx.tolist(), open(os.path.join(out, "train_idx.json"), "w"))
+        json.dump(os.getpid(), open(os.path.join(out, f"pid-{rank}.json"), "w"))
 ''')
 
 
@@ -250,7 +256,7 @@ def test_ddp_streams_every_picture_once_per_epoch_on_two_cpu_ranks(tmp_path):
     (tmp_path / "run").mkdir()
     script = tmp_path / "ddp_stream.py"
     script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "SEEN_DIR": str(tmp_path / "run")}
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                           str(script), str(packed), str(tmp_path / "run")],
                          env=env, capture_output=True, text=True, timeout=300)
@@ -259,9 +265,12 @@ def test_ddp_streams_every_picture_once_per_epoch_on_two_cpu_ranks(tmp_path):
     train_idx = json.loads((run / "train_idx.json").read_text())
     rows = [json.loads(line) for f in run.glob("seen-*.jsonl") for line in f.read_text().splitlines()]
     for epoch in (1, 2):
-        seen = [i for r, e, i in rows if e == epoch]
+        seen = [i for r, e, i, _ in rows if e == epoch]
         assert sorted(seen) == train_idx, epoch  # every picture exactly once across ranks
-        assert {r for r, e, _ in rows if e == epoch} == {0, 1}
+        assert {r for r, e, _, _ in rows if e == epoch} == {0, 1}
+    # the workers were not forked from a rank (which holds gloo's threads) but from a forkserver
+    ranks = {json.loads((run / f"pid-{r}.json").read_text()) for r in (0, 1)}
+    assert {parent for *_, parent in rows}.isdisjoint(ranks)
     heads = [torch.load(run / f"head-{r}.pt", weights_only=True) for r in (0, 1)]
     assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
     assert not torch.equal(heads[0]["alpha"], torch.full_like(heads[0]["alpha"], 0.1))  # it trained

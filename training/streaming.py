@@ -20,11 +20,13 @@ DataLoader worker process, never the whole set at once.
 from __future__ import annotations
 
 import math
+import multiprocessing
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gatta.decoder import INTERPOLATIONS, Preprocessing, decode_image, open_image
@@ -163,6 +165,23 @@ class ShardedBatches(Sampler):
         return len(epoch_plan(self.indices, self.epoch, self.seed, self.batch_size, self.rank, self.world))
 
 
+def worker_start_method() -> multiprocessing.context.BaseContext | None:
+    """How DataLoader workers start: forked (PyTorch's default on Linux) in one process; from a
+    forkserver under a process group. A rank holds the collective backend's threads (three beside
+    the main one under gloo), and forking a process with threads can leave the child holding
+    a lock no thread will release (Python 3.12 warns of it; 3.14 makes forkserver its default).
+    A two-rank run with forked workers hung once in its first epoch (a hundred more runs did not
+    reproduce it). Each worker imports the rank's main module: a script run by torchrun needs
+    the ``if __name__ == "__main__":`` guard (``gatta-train`` and ``-m gatta.training.cli``
+    have it)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    forkserver = multiprocessing.get_context("forkserver")
+    # imported once in the forkserver, so each epoch's workers fork with torch already loaded
+    forkserver.set_forkserver_preload(["__main__", "torch", __name__])
+    return forkserver
+
+
 # -- the dataset the training loop sees -------------------------------------------------------
 class StreamingSet:
     """A listed dataset decoded as it is read, by ``workers`` DataLoader processes. Has the
@@ -182,7 +201,8 @@ class StreamingSet:
         # drives dropout (and --resume restores); augmentation is seeded per picture anyway
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.workers,
                             pin_memory=torch.device(device).type == "cuda", generator=torch.Generator(),
-                            prefetch_factor=4 if self.workers else None)
+                            prefetch_factor=4 if self.workers else None,
+                            multiprocessing_context=worker_start_method() if self.workers else None)
         for x, y in loader:
             yield x.to(device, non_blocking=True).float().div_(255), y.to(device, non_blocking=True)
 
