@@ -231,8 +231,9 @@ DDP_SCRIPT = textwrap.dedent('''
 
 
     if __name__ == "__main__":  # workers start from a forkserver, which imports this file
-        faulthandler.dump_traceback_later(150, exit=True)  # a hang shows where, then fails
         tree, out = sys.argv[1], sys.argv[2]
+        hang = open(os.path.join(out, f"hang-{os.environ['RANK']}.txt"), "w")
+        faulthandler.dump_traceback_later(150, exit=True, file=hang)  # a hang shows where, then fails
         rank, world = dist_info()
         data = stream_dataset(tree, Preprocessing(16), workers=2)
         data.pictures = Logged
@@ -260,8 +261,9 @@ def test_ddp_streams_every_picture_once_per_epoch_on_two_cpu_ranks(tmp_path):
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                           str(script), str(packed), str(tmp_path / "run")],
                          env=env, capture_output=True, text=True, timeout=300)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
     run = tmp_path / "run"
+    hangs = "".join(f.read_text() for f in sorted(run.glob("hang-*.txt")))
+    assert ddp.returncode == 0, hangs + ddp.stderr[-3000:]
     train_idx = json.loads((run / "train_idx.json").read_text())
     rows = [json.loads(line) for f in run.glob("seen-*.jsonl") for line in f.read_text().splitlines()]
     for epoch in (1, 2):
@@ -275,6 +277,83 @@ def test_ddp_streams_every_picture_once_per_epoch_on_two_cpu_ranks(tmp_path):
     assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
     assert not torch.equal(heads[0]["alpha"], torch.full_like(heads[0]["alpha"], 0.1))  # it trained
     assert len((run / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_listing_sent_to_a_worker_carries_its_names_once(tmp_path):
+    """What a forkserver worker gets: the names as one bytes buffer (not also the list of
+    strings), which still name and read every picture; no open file handle."""
+    import pickle
+
+    tree = tiny_imagenet(tmp_path / "tiny", per_class=3)
+    listing = list_dataset(tar_tree(tree, tmp_path / "tiny.tar", "tiny-imagenet-200"), "train")
+    listing.read(0)  # opens this process's handle
+    sent = pickle.loads(pickle.dumps(listing))
+    assert sent.files is None and sent._handle is None
+    assert len(sent) == len(listing) == 9
+    assert [sent.name(i) for i in range(9)] == listing.files
+    assert all(sent.read(i) == listing.read(i) for i in range(9))
+
+
+ORPHAN_SCRIPT = textwrap.dedent('''
+    import os, sys, time
+    import torch, torch.distributed as dist
+    from gatta.decoder import Preprocessing
+    from gatta.training.streaming import stream_dataset
+
+    if __name__ == "__main__":
+        dist.init_process_group("gloo", init_method=f"file://{sys.argv[2]}", rank=0, world_size=1)
+        data = stream_dataset(sys.argv[1], Preprocessing(16), workers=2)
+        batches, _ = data.train_batches(torch.arange(len(data)), epoch=1, seed=0, batch_size=2)
+        next(batches)  # the forkserver and both workers run
+        print("reading", flush=True)
+        time.sleep(300)
+''')
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process tree from /proc")
+def test_forkserver_workers_end_with_a_killed_rank(tmp_path):
+    """A rank killed outright (SIGKILL, as the OOM killer does) takes its forkserver and
+    DataLoader workers with it, within seconds: they do not read on for nobody."""
+    import signal
+    import time
+
+    tree = tiny_imagenet(tmp_path / "tiny", per_class=4)
+    packed = tar_tree(tree, tmp_path / "tiny.tar", "tiny-imagenet-200")
+    script = tmp_path / "orphans.py"
+    script.write_text(ORPHAN_SCRIPT)
+    rank = subprocess.Popen([sys.executable, str(script), str(packed), str(tmp_path / "store")],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert rank.stdout.readline().strip() == "reading"
+        helpers = _descendants(rank.pid)
+        assert len(helpers) >= 3  # the forkserver and two workers (and a resource tracker)
+    finally:
+        rank.kill()
+        rank.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(streaming._alive(p) for p in helpers):
+        time.sleep(0.5)
+    left = [p for p in helpers if streaming._alive(p)]
+    for p in left:  # leave nothing behind, even when failing
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"{len(left)} of {len(helpers)} helper processes outlived the rank"
 
 
 def test_cli_streams_a_tar_and_resumes(tmp_path):

@@ -19,8 +19,12 @@ DataLoader worker process, never the whole set at once.
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -120,7 +124,7 @@ class Pictures(Dataset):
             else:
                 arr = decode_image(data, self.prep)
         except ValueError as exc:  # DecodeError: name the file
-            raise LayoutError(f"{self.listing.source}: {self.listing.files[i]}: {exc}") from None
+            raise LayoutError(f"{self.listing.source}: {self.listing.name(i)}: {exc}") from None
         return torch.from_numpy(arr), int(self.listing.labels[i])
 
 
@@ -177,9 +181,38 @@ def worker_start_method() -> multiprocessing.context.BaseContext | None:
     if not (dist.is_available() and dist.is_initialized()):
         return None
     forkserver = multiprocessing.get_context("forkserver")
-    # imported once in the forkserver, so each epoch's workers fork with torch already loaded
-    forkserver.set_forkserver_preload(["__main__", "torch", __name__])
+    # torch imported once, in the forkserver, not again in each epoch's workers. (Python 3.11
+    # never preloads the main module, whatever this list says; each worker imports it.)
+    forkserver.set_forkserver_preload(["torch", __name__])
     return forkserver
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: exists and is not a zombie (a killed rank whose parent has
+    not reaped it yet is one)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc: os.kill's answer stands
+        return True
+    return state != "Z"
+
+
+def follow_rank(rank_pid: int, worker_id: int, every_s: float = 1.0) -> None:
+    """A worker_init_fn for forkserver workers: end the worker once the rank that reads it is
+    gone. PyTorch's own watchdog watches the worker's parent, which is now the forkserver, and
+    the forkserver outlives a rank killed outright (SIGKILL, the OOM killer) while its workers
+    hold it open: without this, such a rank's workers and forkserver ran on."""
+    def watch():
+        while _alive(rank_pid):
+            time.sleep(every_s)
+        os._exit(1)
+    threading.Thread(target=watch, name="follow-rank", daemon=True).start()
 
 
 # -- the dataset the training loop sees -------------------------------------------------------
@@ -199,10 +232,11 @@ class StreamingSet:
     def _loader(self, dataset: Dataset, batches, device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # its own generator: the loader's worker seeds must not draw from the global RNG, which
         # drives dropout (and --resume restores); augmentation is seeded per picture anyway
+        start = worker_start_method() if self.workers else None
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.workers,
                             pin_memory=torch.device(device).type == "cuda", generator=torch.Generator(),
-                            prefetch_factor=4 if self.workers else None,
-                            multiprocessing_context=worker_start_method() if self.workers else None)
+                            prefetch_factor=4 if self.workers else None, multiprocessing_context=start,
+                            worker_init_fn=functools.partial(follow_rank, os.getpid()) if start else None)
         for x, y in loader:
             yield x.to(device, non_blocking=True).float().div_(255), y.to(device, non_blocking=True)
 
