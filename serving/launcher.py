@@ -108,10 +108,21 @@ def descendants(root: int) -> list[int]:
         return []
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct free ports: all bound at once, so the kernel cannot hand one out twice
+    (ports asked for one by one, each released before the next, can repeat)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return free_ports(1, host)[0]
 
 
 @dataclass
@@ -264,7 +275,8 @@ def start_server(repository: str | Path, host: str = "127.0.0.1", http_port: int
         except PlacementError as exc:
             raise LaunchError(str(exc)) from None
         extra_args, note = [*where.args, *extra_args], where.note
-    ports = [p or free_port(host) for p in (http_port, grpc_port, metrics_port)]
+    spare = iter(free_ports(3, host))
+    ports = [p or next(spare) for p in (http_port, grpc_port, metrics_port)]
     admin_key = admin_key or os.environ.get("GATTA_ADMIN_KEY") or secrets.token_hex(16)
     control_key = secrets.token_hex(16)
     log_path = log_path or (cache_root() / "logs" / f"tritonserver-{ports[0]}.log")

@@ -89,8 +89,8 @@ def _rejected(text: str) -> dict[str, float]:
     return out
 
 
-def _settled_rejections(server, quiet: float = 1.25, timeout: float = 30) -> dict[str, float]:
-    """The counters once they have not moved for longer than the model's 1 s flush interval."""
+def _settled_rejections(server, quiet: float = 2.5, timeout: float = 30) -> dict[str, float]:
+    """The counters once they have not moved for 2.5 of the model's 1 s flush intervals."""
     now, since, deadline = _rejected(_metrics(server)), time.monotonic(), time.monotonic() + timeout
     while time.monotonic() - since < quiet:
         assert time.monotonic() < deadline, f"rejection counters kept changing for {timeout} s"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from gatta.serving.admin_key import KeyFileError, admin_key
-from gatta.serving.launcher import free_port, start_server
+from gatta.serving.launcher import free_ports, start_server
 from gatta.serving.watchdog import stub_processes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def test_container_entrypoint_generates_a_key_and_protects_the_operator_apis(tin
     env = {k: v for k, v in os.environ.items() if k != "GATTA_ADMIN_KEY"}
     env.update(PATH=f"{Path(sys.executable).parent}:{env['PATH']}", MODEL_REPOSITORY=str(tiny_export[0]),
                GATTA_ADMIN_KEY_FILE=str(tmp_path / "admin-key"))
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(p) for p in free_ports(3)]
     proc = subprocess.Popen(["sh", str(ROOT / "serving" / "docker-entrypoint.sh"), "--host", "127.0.0.1",
                              "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2],
                              "--log-file", str(tmp_path / "t.log")],

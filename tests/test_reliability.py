@@ -14,7 +14,7 @@ from PIL import Image
 
 from gatta.bench.soak import run_soak
 from gatta.export.verify import ort_session
-from gatta.serving.launcher import descendants, free_port, start_server
+from gatta.serving.launcher import descendants, free_ports, start_server
 from gatta.serving.watchdog import dead_stubs, stub_processes
 
 
@@ -120,7 +120,7 @@ def test_triton_alone_keeps_reporting_ready_after_its_stub_dies(tiny_export, tmp
 
 
 def test_gatta_serve_restarts_the_server_when_a_stub_dies(tiny_export, tmp_path):
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(p) for p in free_ports(3)]
     serve = subprocess.Popen([sys.executable, "-m", "gatta.serving.cli", "--model-repository", str(tiny_export[0]),
                               "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2],
                               "--watchdog-interval", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -166,9 +166,10 @@ def test_metrics_include_model_counters_and_custom_ones(triton):
     client.close()
 
 
-def _settled_metrics(server, key: str, quiet: float = 1.25, timeout: float = 30) -> str:
-    """The metrics once ``key`` has not moved for longer than the model's 1 s flush interval,
-    so increments still pending from earlier requests cannot land after the baseline."""
+def _settled_metrics(server, key: str, quiet: float = 2.5, timeout: float = 30) -> str:
+    """The metrics once ``key`` has not moved for 2.5 flush intervals of the model (1 s each),
+    so increments still pending from earlier requests cannot land after the baseline, even from
+    a flush that a busy host delays."""
     text = _metrics(server)
     since, deadline = time.monotonic(), time.monotonic() + timeout
     while time.monotonic() - since < quiet:
@@ -189,25 +190,34 @@ def _value(text: str, key: str) -> float:
 
 
 def test_sigterm_lets_in_flight_requests_finish(tiny_export, tmp_path):
-    server = start_server(tiny_export[0], log_path=tmp_path / "t.log", wait=180)
-    client = httpclient.InferenceServerClient(server.http_url, concurrency=8)
-    x = np.random.default_rng(5).random((8, 3, 16, 16), dtype=np.float32)
-    stats = httpclient.InferenceServerClient(server.http_url)
+    # Triton's own SIGTERM path, not the launcher's drain: it waits for the HTTP connections
+    # (open until the client has read all 24 results), then unloads in the time left of
+    # --exit-timeout-secs. The launcher's 3 s left a slow host too little to unload the stubs
+    # (exit status 1), so this server gets 30 (the last --exit-timeout-secs wins).
+    server = start_server(tiny_export[0], log_path=tmp_path / "t.log", wait=180,
+                          extra_args=["--exit-timeout-secs=30"])
+    try:
+        client = httpclient.InferenceServerClient(server.http_url, concurrency=8)
+        x = np.random.default_rng(5).random((8, 3, 16, 16), dtype=np.float32)
+        stats = httpclient.InferenceServerClient(server.http_url)
 
-    def served() -> int:
-        return stats.get_inference_statistics("gatta")["model_stats"][0]["inference_stats"]["success"]["count"]
+        def served() -> int:
+            return stats.get_inference_statistics("gatta")["model_stats"][0]["inference_stats"]["success"]["count"]
 
-    pending = [client.async_infer("gatta", _inputs(httpclient, image=x)) for _ in range(24)]
-    deadline = time.monotonic() + 60
-    while (done := served()) == 0 and time.monotonic() < deadline:  # the server is busy with them
-        pass
-    server.process.send_signal(signal.SIGTERM)
-    stats.close()
-    assert 1 <= done < 24, f"{done} of 24 requests finished before SIGTERM: nothing was left in flight"
-    results = [p.get_result().as_numpy("probs") for p in pending]
-    client.close()
-    assert len(results) == 24 and all(r.shape == (8, 4) for r in results)
-    assert server.process.wait(60) == 0
+        pending = [client.async_infer("gatta", _inputs(httpclient, image=x)) for _ in range(24)]
+        deadline = time.monotonic() + 60
+        while (done := served()) == 0 and time.monotonic() < deadline:  # the server is busy with them
+            pass
+        server.process.send_signal(signal.SIGTERM)
+        stats.close()
+        assert 1 <= done < 24, f"{done} of 24 requests finished before SIGTERM: nothing was left in flight"
+        results = [p.get_result().as_numpy("probs") for p in pending]
+        client.close()
+        assert len(results) == 24 and all(r.shape == (8, 4) for r in results)
+        assert server.process.wait(60) == 0, (tmp_path / "t.log").read_text()[-2000:]
+    finally:
+        if server.process.poll() is None:
+            server.stop(drain_timeout=None)
 
 
 def test_native_flavour_refused_here_with_one_line(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from gatta.serving.devices import has_gpu
-from gatta.serving.launcher import free_port
+from gatta.serving.launcher import free_ports
 from gatta.serving.shutdown import EXIT_TIMEOUT_S
 
 ASSETS = Path(__file__).parent / "assets" / "hold_model"
@@ -54,7 +54,7 @@ def hold_repo(tiny_export, tmp_path):
 
 def test_sigterm_drains_in_flight_and_exits_zero_despite_idle_connections(hold_repo, tmp_path):
     repo, markers = hold_repo
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    http_port, grpc_port, metrics_port = free_ports(3)
     serve = subprocess.Popen([sys.executable, "-m", "gatta.serving.cli", "--model-repository", str(repo),
                               "--http-port", str(http_port), "--grpc-port", str(grpc_port),
                               "--metrics-port", str(metrics_port), "--log-file", str(tmp_path / "triton.log")],
@@ -104,8 +104,9 @@ def test_sigterm_drains_in_flight_and_exits_zero_despite_idle_connections(hold_r
     assert answer["status"] == 200 and answer["body"]["outputs"][0]["data"] == [42.0], answer
     assert code == 0, err[-2000:]
     # Triton alone waits its full --exit-timeout-secs (30 s before) for the idle HTTP connection
-    # and then fails with exit status 1; drained, only the short exit timeout remains.
-    assert exited - released < EXIT_TIMEOUT_S + 10, (exited - released, err[-1000:])
+    # and then fails with exit status 1 (code above); drained, only the short exit timeout
+    # remains. The bound leaves a slow host room and still fails the old 30 s wait.
+    assert exited - released < EXIT_TIMEOUT_S + 20, (exited - released, err[-1000:])
     assert 400 <= refusal[0] < 500 and "gatta" in refusal[1], refusal
     assert "draining" in err
     if not has_gpu():  # the repository is the image's GPU shape: its CPU twin, said in one line
