@@ -275,7 +275,8 @@ def start_server(repository: str | Path, host: str = "127.0.0.1", http_port: int
         except PlacementError as exc:
             raise LaunchError(str(exc)) from None
         extra_args, note = [*where.args, *extra_args], where.note
-    spare = iter(free_ports(3, host))
+    given = {http_port, grpc_port, metrics_port}  # a spare must not be a port asked for
+    spare = iter([p for p in free_ports(6, host) if p not in given])
     ports = [p or next(spare) for p in (http_port, grpc_port, metrics_port)]
     admin_key = admin_key or os.environ.get("GATTA_ADMIN_KEY") or secrets.token_hex(16)
     control_key = secrets.token_hex(16)
