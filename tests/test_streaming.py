@@ -310,29 +310,14 @@ ORPHAN_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process tree from /proc")
 def test_forkserver_workers_end_with_a_killed_rank(tmp_path):
     """A rank killed outright (SIGKILL, as the OOM killer does) takes its forkserver and
     DataLoader workers with it, within seconds: they do not read on for nobody."""
     import signal
     import time
+
+    from gatta.serving.launcher import descendants
 
     tree = tiny_imagenet(tmp_path / "tiny", per_class=4)
     packed = tar_tree(tree, tmp_path / "tiny.tar", "tiny-imagenet-200")
@@ -342,7 +327,7 @@ def test_forkserver_workers_end_with_a_killed_rank(tmp_path):
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, text=True)
     try:
         assert rank.stdout.readline().strip() == "reading"
-        helpers = _descendants(rank.pid)
+        helpers = set(descendants(rank.pid)) - {rank.pid}
         assert len(helpers) >= 3  # the forkserver and two workers (and a resource tracker)
     finally:
         rank.kill()
