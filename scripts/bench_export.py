@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from gatta.bench.graphs import in_process_table, profile_ops
-from gatta.training.backbones import is_toy
+from gatta.training.families import family_of
 from gatta.training.checkpoint import load_checkpoint
 from gatta.training.model import GattaNet
 from gatta.training.recipe import head_config
@@ -51,7 +51,7 @@ def main():
     if args.ckpt:
         model, _ = load_checkpoint(args.ckpt)
     else:
-        size = 32 if is_toy(args.backbone) else 224
+        size = family_of(args.backbone).image_size
         torch.manual_seed(0)
         # the head recipe's config (ResNets: the paper's batch norm, layer norm and d=8)
         model = GattaNet(head_config(args.backbone, num_classes=10 if size == 32 else 1000, image_size=size,

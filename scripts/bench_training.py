@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from gatta.training.backbones import is_toy
+from gatta.training.families import family_of
 from gatta.training.recipe import head_config
 from gatta.training.model import GattaNet
 from gatta.training.train import trainable_parameters
@@ -39,10 +39,11 @@ def main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    size = args.image_size or (32 if is_toy(args.backbone) else 224)
+    family = family_of(args.backbone)
+    size = args.image_size or family.image_size
     torch.manual_seed(0)
     # ResNets: the paper's batch norm, layer norm and d=8
-    model = GattaNet(head_config(args.backbone, num_classes=10 if is_toy(args.backbone) else 200,
+    model = GattaNet(head_config(args.backbone, num_classes=10 if family.data_normalisation else 200,
                                  image_size=size, alpha_init=0.1))
     x = torch.rand(args.batch, 3, size, size)
     y = torch.randint(0, 10, (args.batch,))
@@ -83,7 +84,7 @@ def main():
     rows = [("GAttANet forward (eval, no grad)", gatta_forward),
             ("head train step (fp32)", head_step(x)),
             ("head train step (bf16 autocast)", head_step(x, True))]
-    if is_toy(args.backbone):  # channels-last memory format for the convolutions and pooling
+    if family.name == "toy":  # channels-last memory format for the convolutions and pooling
         xc = x.contiguous(memory_format=torch.channels_last)
         rows.append(("head train step (channels-last)", head_step(xc)))
         rows.append(("head train step (channels-last, bf16)", head_step(xc, True)))

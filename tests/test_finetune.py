@@ -177,7 +177,10 @@ def test_precision_auto_is_bf16_only_where_it_was_measured():
     assert resolve_precision("auto", "head", "cpu") == "bf16"
     assert [resolve_precision("auto", s, "cpu") for s in ("backbone", "joint")] == ["fp32", "fp32"]
     assert resolve_precision("auto", "head", "cuda") == "fp32"  # not measured on a GPU yet
-    assert resolve_precision("auto", "head", "cpu", toy=False) == "fp32"  # ResNet heads: not faster
+    assert resolve_precision("auto", "head", "cpu", cpu_head_bf16=False) == "fp32"  # ResNet heads: not faster
+    from gatta.training.families import family_of
+
+    assert [family_of(b).cpu_head_bf16 for b in ("toy", "resnet18", "efficientnet_b0")] == [True, False, False]
     assert resolve_precision("fp32", "head", "cpu") == "fp32"
 
 

@@ -343,7 +343,7 @@ def test_resnet_weights_load_from_a_local_state_dict(tmp_path):
 
 
 @pytest.mark.parametrize("content,message", [
-    ("classes", "its classifier has 1000 classes, the model 5"),
+    ("classes", r"its classifier \(fc\) has 1000 classes, the model 5"),
     ("junk", "cannot read a state dict .not a file written by torch.save"),
 ])
 def test_resnet_weights_refused_in_one_line(tmp_path, content, message):

@@ -6,15 +6,13 @@ both jobs a loop: ``h = stage(h)`` gives the activation to read, and the modulat
 flows into the next stage. The work before the first attached layer is stage 0, which is
 identical in every pass and therefore runs once.
 
-The set of attached layers is data: a new backbone is one entry in ``BACKBONES``.
+Which layers are attached, and how a family's CNN is cut into stages there, is described once per
+family in ``training/families/`` (the rule: ``training/attach.py``); the toy model is built here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
-
 import torch
 from torch import nn
 
@@ -96,75 +94,13 @@ def build_toy(num_classes: int, image_size: int = 32, dropout: float = 0.2,
     return StagedBackbone(stages, ["conv1", "conv2", "conv3", "dense1", "logits"])
 
 
+# Table 1's ResNet taps, the names ResNet checkpoints carry (training/families/resnet.py)
 RESNET_TAPS = ["stem", "layer1", "layer2", "layer3", "avgpool", "logits"]
 
 
-def build_resnet(arch: str, num_classes: int, weights: str | Path | None = None) -> StagedBackbone:
-    """torchvision ResNet18/50 attached as the paper's Table 1 counts pin down: the stem
-    (conv1-bn1-ReLU, before the max-pool), the outputs of layer1, layer2 and layer3, the
-    average-pool features and the logits. layer4 runs inside the avgpool stage but is not
-    attached (attaching it instead of the stem misses every Table 1 row). The stem is stage 0:
-    the second pass re-runs only what follows it. ``weights``: a local torchvision state-dict
-    file (nothing is downloaded)."""
-    import torchvision
-
-    net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
-    if weights is not None:
-        load_resnet_weights(net, weights, arch)
-    stages = [
-        nn.Sequential(net.conv1, net.bn1, net.relu),
-        nn.Sequential(net.maxpool, net.layer1),
-        net.layer2,
-        net.layer3,
-        nn.Sequential(net.layer4, net.avgpool, nn.Flatten()),
-        net.fc,
-    ]
-    return StagedBackbone(stages, RESNET_TAPS)
-
-
-def load_resnet_weights(net: nn.Module, weights: str | Path, arch: str) -> None:
-    """A local torchvision state dict, loaded strictly: its classifier must have the model's
-    number of classes (a frozen backbone with a re-initialised ``fc`` would classify at chance)."""
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"{weights}: no such file") from None
-    except Exception as exc:  # truncated, foreign, or a pickle that would run code
-        raise ValueError(f"{weights}: cannot read a state dict (not a file written by torch.save(model.state_dict()), "
-                         f"or truncated: {type(exc).__name__})") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{weights}: not a torchvision {arch} state dict (a {type(state).__name__})")
-    fc = state.get("fc.weight")
-    if fc is not None and tuple(fc.shape) != tuple(net.fc.weight.shape):
-        raise ValueError(f"{weights}: its classifier has {fc.shape[0]} classes, the model {net.fc.out_features}; "
-                         f"train on data with the weights' classes (ImageNet: 1000)")
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ValueError(f"{weights}: not a torchvision {arch} state dict ({first})") from exc
-
-
-BACKBONES: dict[str, Callable[..., StagedBackbone]] = {
-    "toy": lambda num_classes, image_size=32, weights=None: build_toy(num_classes, image_size),
-    "toy-wide": lambda num_classes, image_size=32, weights=None: build_toy(
-        num_classes, image_size, channels=TOY_WIDE_CHANNELS
-    ),
-    "resnet18": lambda num_classes, image_size=224, weights=None: build_resnet(
-        "resnet18", num_classes, weights
-    ),
-    "resnet50": lambda num_classes, image_size=224, weights=None: build_resnet(
-        "resnet50", num_classes, weights
-    ),
-}
-
-
-def is_toy(backbone: str) -> bool:
-    """The toy family (trained here from scratch, 32x32 inputs) as opposed to the ResNets."""
-    return backbone.startswith("toy")
-
-
 def build_backbone(name: str, num_classes: int, image_size: int, weights=None) -> StagedBackbone:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    return BACKBONES[name](num_classes, image_size=image_size, weights=weights)
+    """Any known backbone, by its family's description (training/families/). ``weights``: a
+    local state-dict file of the builder (nothing is downloaded)."""
+    from .families import family_of
+
+    return family_of(name).build(name, num_classes, image_size, weights)

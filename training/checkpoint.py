@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .backbones import is_toy
+from .families import family_of
 from .config import GattaConfig
 from .model import GattaNet
 from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE
@@ -115,7 +115,7 @@ def _before_table1_resnet_head(config: GattaConfig, unexpected: list[str]) -> bo
     batch norms), or any head with those per-layer norms."""
     if any(k.startswith(("head.key_norms.", "head.query_norms.")) for k in unexpected):
         return True
-    return not is_toy(config.backbone) and bool(unexpected)
+    return family_of(config.backbone).name == "resnet" and bool(unexpected)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GattaNet, CheckpointMeta]:

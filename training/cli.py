@@ -17,12 +17,12 @@ require("torch", "train")
 
 import torch  # noqa: E402
 
-from .backbones import BACKBONES, is_toy  # noqa: E402
+from .families import family_of  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
 from .data import DataError  # noqa: E402
 from .evaluate import evaluation_table, run_evaluation  # noqa: E402
 from .model import GattaNet  # noqa: E402
-from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, RESNET_BACKBONE_EPOCHS, head_config  # noqa: E402
+from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, head_config  # noqa: E402
 
 EPOCHS_DEFAULT = 500  # the paper's "typically less than 500 epochs" for the toy model
 from .runs import HeadOptions, RunOptions, checkpoint_and_images, finetune as finetune_run, train_backbone, train_head  # noqa: E402
@@ -52,6 +52,22 @@ def _device(ctx, param, value):
 DEVICE_OPTION = click.option(
     "--device", default="auto", show_default=True, callback=_device,
     help="auto: the CUDA GPU when there is one, else the CPU; or cpu, cuda, cuda:1.")
+
+
+def _backbone_name(ctx, param, value):
+    """A backbone name any family knows (training/families/); an unknown one gets one line."""
+    if value is None:
+        return value
+    try:
+        family_of(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+BACKBONE_HELP = ("A torchvision classification builder (resnet18, efficientnet_b0, convnext_tiny, mobilenet_v3_small, "
+                 "regnet_y_400mf, densenet121, vgg16_bn, ...), timm:NAME (the timm extra), or the paper's toy / toy-wide; "
+                 "docs/backbones.md lists the families.")
 
 
 def run_options(fn):
@@ -121,10 +137,10 @@ def main():
 
 @main.command()
 @run_options
-@click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="toy", show_default=True,
+@click.option("--backbone", default="toy", show_default=True, callback=_backbone_name,
               help="toy-wide: the paper's control, conv channels 33/65/131 so that the backbone "
-                   "alone has the parameters of toy + a d=16 head. resnet18/50: from scratch (e.g. on "
-                   "Tiny-ImageNet), SGD + cosine decay over --epochs.")
+                   "alone has the parameters of toy + a d=16 head. Any other family (e.g. resnet18 on "
+                   "Tiny-ImageNet): from scratch, SGD + cosine decay over --epochs. " + BACKBONE_HELP)
 @click.option("--image-size", type=int, default=None, help="Square input side [toy 32, ResNet 224].")
 @click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="ResNets: evaluation crop fraction, shorter side to int(size / crop_pct) then centre crop "
@@ -135,25 +151,28 @@ def backbone(run, backbone, image_size, crop_pct):
     stopping with patience 50, at most --epochs 500) or a torchvision ResNet (not in the paper:
     SGD with Nesterov momentum, lr 0.1, batch 128, weight decay 5e-4, cosine decay over
     --epochs, 30 unless given; random-resized crop + flip)."""
-    toy = is_toy(backbone)
-    if toy and crop_pct is not None:
-        raise click.UsageError("--crop-pct applies to ResNets; the toy model sees the whole picture")
+    family = family_of(backbone)
+    if family.data_normalisation and crop_pct is not None:
+        raise click.UsageError(f"--crop-pct applies to ImageNet-style backbones; {backbone} sees the whole picture")
     epochs_given = click.get_current_context().get_parameter_source("epochs") != ParameterSource.DEFAULT
-    if not toy and not epochs_given:  # the cosine schedule spans the budget: not 500 epochs
-        run.epochs = RESNET_BACKBONE_EPOCHS
-    train_backbone(run, backbone, image_size or (32 if toy else 224), crop_pct)
+    if not epochs_given:  # the family's budget (a cosine schedule spans it: not the toy's 500 epochs)
+        run.epochs = family.backbone_epochs
+    train_backbone(run, backbone, image_size or family.image_size, crop_pct)
 
 
 @main.command()
 @run_options
 @click.option("--backbone-ckpt", type=click.Path(path_type=Path), help="Checkpoint of a trained toy backbone (gatta-train backbone).")
-@click.option("--backbone", "backbone_name", type=click.Choice(sorted(BACKBONES)), default=None, help="torchvision backbone when no --backbone-ckpt.")
-@click.option("--backbone-weights", type=click.Path(exists=True, path_type=Path), help="Local torchvision state-dict file for --backbone.")
-@click.option("--image-size", type=int, default=None, help="Input side (ResNets: 224).")
+@click.option("--backbone", "backbone_name", default=None, callback=_backbone_name,
+              help="Pretrained backbone when no --backbone-ckpt. " + BACKBONE_HELP)
+@click.option("--backbone-weights", type=click.Path(exists=True, path_type=Path),
+              help="Local state-dict file for --backbone (torch.save(model.state_dict()); nothing is downloaded).")
+@click.option("--image-size", type=int, default=None,
+              help="Input side [the weights' own: torchvision's DEFAULT weights' transform, timm's pretrained_cfg].")
 @click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="--backbone: evaluation resizes the shorter side to int(size / crop_pct) and crops the "
-                   "centre [0.875, torchvision's 256 -> 224].")
-@click.option("--d", "d", default=16, show_default=True, help="Key/query dimension.")
+                   "centre [the weights' own; 0.875 with --image-size].")
+@click.option("--d", "d", type=int, default=None, help="Key/query dimension [the family's: toy 16, others 8].")
 @click.option("--iterations", default=1, show_default=True, help="Attention steps (1 = the paper's two passes).")
 @click.option("--l2", type=float, default=None, help="L2 on K/Q weights [paper: 1e-5 toy, 0 ResNet].")
 @click.option("--qk-dropout", default=0.25, show_default=True)
@@ -168,7 +187,7 @@ def head(run, backbone_ckpt, backbone_name, backbone_weights, image_size, crop_p
     """Train the attention head (K, Q, alpha) on a frozen backbone. Runs data-parallel under
     torchrun (e.g. ``torchrun --nproc-per-node 2 -m gatta.training.cli head ...``)."""
     if backbone_ckpt is None and backbone_name is None:
-        raise click.UsageError("give --backbone-ckpt (toy) or --backbone resnet18/resnet50")
+        raise click.UsageError("give --backbone-ckpt (a trained backbone) or --backbone NAME --backbone-weights FILE")
     run.l2 = l2
     best = train_head(run, HeadOptions(d, iterations, qk_dropout, qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt),
                       backbone_ckpt, backbone_name, backbone_weights, image_size, crop_pct)
@@ -326,18 +345,21 @@ def ship(ckpt, out, data, half, probes, num_workers):
 
 
 @main.command()
-@click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="toy", show_default=True)
+@click.option("--backbone", default="toy", show_default=True, callback=_backbone_name, help=BACKBONE_HELP)
 @click.option("--num-classes", default=10, show_default=True)
-@click.option("--d", "d", default=16, show_default=True)
+@click.option("--d", "d", type=int, default=None, help="[the family's: toy 16, others 8]")
 @click.option("--image-size", type=int, default=None)
 @click.option("--json", "as_json", is_flag=True)
+@friendly_errors
 def summary(backbone, num_classes, d, image_size, as_json):
     """Parameter counts and attached layers of a model, without training it.
 
     The head is built with its family's recipe (ResNets: batch norm on keys/queries, layer norm
     on gatta). attention_params counts as the paper's Table 1 does (Keras: batch norm's running
     statistics included); attention_trainable is what the optimiser updates."""
-    size = image_size or (32 if is_toy(backbone) else 224)
+    family = family_of(backbone)
+    size = image_size or family.image_size
+    d = d or family.d
     model = GattaNet(head_config(backbone, num_classes=num_classes, d=d, image_size=size))
     counts = model.parameter_counts()
     layers = [{"name": t.name, "kind": t.kind, "shape": list(t.shape)} for t in model.taps]

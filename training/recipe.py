@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .backbones import is_toy
 from .config import GattaConfig
 
 
@@ -44,22 +43,34 @@ DEFAULT_SPLIT_SEED = 0
 
 
 def recipe(stage: str, backbone: str) -> Recipe:
-    """The defaults for ``stage`` (backbone, head, joint, finetune-backbone) on ``backbone``."""
-    head = TOY_HEAD if is_toy(backbone) else RESNET_HEAD
+    """The defaults for ``stage`` (backbone, head, joint, finetune-backbone) on ``backbone``, from
+    its family's description (training/families/)."""
+    from .families import family_of
+
+    family = family_of(backbone)
+    head = family.head_recipe
     if stage == "backbone":
-        return TOY_BACKBONE if is_toy(backbone) else RESNET_BACKBONE
+        return family.backbone_recipe
     if stage == "head":
         return head
-    if stage in ("joint", "finetune-backbone"):
-        return replace(head, lr=head.lr * FINETUNE_LR_FACTOR, patience=None,
-                       l2=head.l2 if stage == "joint" else 0.0)
+    if stage == "joint":
+        return replace(head, lr=head.lr * FINETUNE_LR_FACTOR, patience=None)
+    if stage == "finetune-backbone":
+        # The continuation control: the backbone's own recipe at a 10x lower, constant rate, over
+        # a fixed budget. On the toy this is the head's Adam 1e-4, batch 128, no L2 (as before);
+        # on a ResNet it is SGD 0.01, batch 128, weight decay (not the head's batch of 8).
+        own = family.backbone_recipe
+        return replace(own, lr=round(own.lr * FINETUNE_LR_FACTOR, 12), patience=None, schedule="constant")
     raise ValueError(f"unknown training stage {stage!r}")
 
 
 def head_config(backbone: str, **fields) -> GattaConfig:
-    """A model config with the head recipe of ``backbone``'s family: ResNets get the paper's
-    batch norm on keys/queries and layer norm on gatta, and its key size d=8 (toy: d=16).
-    ``fields`` set anything else (num_classes, image_size...) or override these."""
-    rules = recipe("head", backbone)
-    return GattaConfig(**{"backbone": backbone, "d": 16 if is_toy(backbone) else 8,
+    """A model config with the head recipe of ``backbone``'s family (ImageNet-style families: the
+    paper's batch norm on keys/queries and layer norm on gatta) and its key size d (toy 16, the
+    others 8). ``fields`` set anything else (num_classes, image_size...) or override these."""
+    from .families import family_of
+
+    family = family_of(backbone)
+    rules = family.head_recipe
+    return GattaConfig(**{"backbone": backbone, "d": family.d,
                           "qk_batchnorm": rules.qk_batchnorm, "gatta_layernorm": rules.gatta_layernorm, **fields})

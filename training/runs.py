@@ -18,7 +18,7 @@ from .checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
 from gatta.decoder import Preprocessing
 
 from .config import IMAGENET_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, GattaConfig, imagenet_preprocessing
-from .backbones import is_toy
+from .families import family_of
 from .data import DataError, ImageSet, channel_stats, load_images, stratified_split, synthetic_images
 from .model import GattaNet
 from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, Recipe, recipe
@@ -64,7 +64,7 @@ class RunOptions:
 class HeadOptions:
     """The attention head's own settings; ``None``: the backbone family's recipe."""
 
-    d: int = 16
+    d: int | None = None  # None: the family's (toy 16, others 8)
     iterations: int = 1
     qk_dropout: float = 0.25
     qk_batchnorm: bool | None = None
@@ -103,7 +103,7 @@ def training_data(run: RunOptions, image_size: int | Preprocessing, backbone: st
     """A run's training set. A ResNet's augmentation is the random-resized crop + flip, which
     only streamed data gets (cropped from the stored picture), so ``--data-mode auto`` streams
     ResNet training; in memory a ResNet gets the toy model's augmentation, and one line says so."""
-    random_crop = run.augmentation and not is_toy(backbone)
+    random_crop = run.augmentation and family_of(backbone).augmentation == "random-resized-crop"
     dataset = load_data(run.data, image_size, run.num_workers, run.data_mode, random_crop=random_crop)
     if random_crop and isinstance(dataset, ImageSet) and int(os.environ.get("RANK", "0")) == 0:
         print(f"{run.data} in memory: {backbone} trains on the toy model's augmentation (rotation, shift and flip of "
@@ -143,7 +143,7 @@ def train_backbone(run: RunOptions, backbone: str = "toy", image_size: int = 32,
     with the training images' channel statistics and see the whole (squashed) picture;
     ResNets use ImageNet's statistics and are evaluated as torchvision evaluates them
     (shorter side to int(size / crop_pct), centre crop)."""
-    if is_toy(backbone):
+    if family_of(backbone).data_normalisation:
         dataset = training_data(run, image_size, backbone)
         train_idx, val_idx = split_data(dataset, run.val_size, run.split_seed)
         mean, std = channel_stats(dataset.sample(train_idx) if isinstance(dataset, StreamingSet)
@@ -164,7 +164,7 @@ def train_backbone(run: RunOptions, backbone: str = "toy", image_size: int = 32,
 def _head_config(base: GattaConfig, head: HeadOptions) -> GattaConfig:
     rules = recipe("head", base.backbone)
     return GattaConfig(**{
-        **base.to_dict(), "d": head.d, "iterations": head.iterations, "qk_dropout": head.qk_dropout,
+        **base.to_dict(), "d": head.d or family_of(base.backbone).d, "iterations": head.iterations, "qk_dropout": head.qk_dropout,
         "qk_batchnorm": rules.qk_batchnorm if head.qk_batchnorm is None else head.qk_batchnorm,
         "gatta_layernorm": rules.gatta_layernorm if head.gatta_layernorm is None else head.gatta_layernorm,
         "alpha_init": head.alpha_init})
@@ -196,9 +196,9 @@ def train_head(run: RunOptions, head: HeadOptions, backbone_ckpt: Path | None = 
         meta = replace(meta, val_size=base_meta.val_size, split_seed=base_meta.split_seed,
                        backbone_ckpt=str(backbone_ckpt), backbone_metrics=base_meta.metrics)
     else:
-        cfg = GattaConfig(backbone=backbone_name, num_classes=1000, image_size=image_size or 224,
-                          mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                          preprocessing=imagenet_preprocessing(image_size or 224, crop_pct or IMAGENET_CROP_PCT))
+        prep = family_of(backbone_name).preprocessing(backbone_name, image_size, crop_pct)
+        cfg = GattaConfig(backbone=backbone_name, num_classes=1000, image_size=prep.input_size,
+                          mean=prep.mean, std=prep.std, preprocessing=prep)
     dataset = training_data(run, cfg.preprocessing, cfg.backbone)
     if backbone_ckpt is None:
         cfg.num_classes, cfg.class_names = len(dataset.class_names), dataset.class_names

@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import is_toy
+from .families import family_of
 from .checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint, save_checkpoint
 from .data import ImageSet, batches
 from .model import GattaNet
@@ -75,14 +75,14 @@ def epoch_lr(opts: FitOptions, epoch: int) -> float:
 PRECISIONS = ("fp32", "bf16", "auto")
 
 
-def resolve_precision(precision: str, stage: str, device: str, toy: bool = True) -> str:
+def resolve_precision(precision: str, stage: str, device: str, cpu_head_bf16: bool = True) -> str:
     """``auto``: bf16 where a short run showed the same accuracy as fp32 (toy-model head training
     on the CPU: 3 CIFAR-10 epochs within 0.02 points, docs/results.md), fp32 everywhere else until
     measured (the backbone, joint fine-tuning, CUDA, ResNet heads: a ResNet18 head step at 64 px,
     batch 8, was no faster in bf16 on the CPU, 101 vs 110 img/s)."""
     if precision != "auto":
         return precision
-    return "bf16" if toy and stage == "head" and torch.device(device).type == "cpu" else "fp32"
+    return "bf16" if cpu_head_bf16 and stage == "head" and torch.device(device).type == "cpu" else "fp32"
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -318,7 +318,7 @@ def fit(model: GattaNet, data, train_idx: torch.Tensor, val_idx: torch.Tensor,
     if opts.precision not in PRECISIONS:
         raise ValueError(f"precision {opts.precision!r}: choose one of {', '.join(PRECISIONS)}")
     opts = replace(opts, precision=resolve_precision(opts.precision, opts.stage, opts.device,
-                                                     is_toy(model.config.backbone)))
+                                                     family_of(model.config.backbone).cpu_head_bf16))
     if torch.device(opts.device).type == "cuda" and isinstance(data, ImageSet):  # page-locked: batches copy asynchronously
         data = ImageSet(data.images.pin_memory(), data.labels, data.class_names)
     model.to(opts.device)
