@@ -33,6 +33,9 @@ from .inputs import InputError
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 20_000_000  # bytes, as the server-side decoder of encoded images
+# bytes of an oversized upload read and dropped so that its 413 arrives (see upload() in create_app);
+# past this the viewer stops reading and closes the connection
+DRAIN_LIMIT = 10 * MAX_UPLOAD
 
 
 def _png(img) -> str:
@@ -153,34 +156,63 @@ def create_app(client: GattaClient):
         except ClientError as exc:
             return error(502, str(exc))
 
+    async def upload(request) -> bytes | JSONResponse:
+        """The request's body, or the 413 to send once the body is read. Any answer must wait for
+        the upload: uvicorn closes a ``Connection: close`` request's socket (urllib's) right after
+        the response, and a socket closed with bytes unread is reset by the kernel, which usually
+        destroys the response before the client reads it (ConnectionResetError, BrokenPipeError)."""
+        too_big = error(413, f"image over {MAX_UPLOAD // 10**6} MB; send a smaller file")
+        declared = int(request.headers.get("content-length", 0))  # h11 has refused a malformed one
+        if declared > MAX_UPLOAD and request.headers.get("expect", "").lower() == "100-continue":
+            # the client (curl, for large bodies) sends nothing until a 100 Continue, which uvicorn
+            # sends only once the body is read: refused now, the body is never sent
+            return too_big
+        if declared > DRAIN_LIMIT:
+            return drop(too_big)
+        body, read = bytearray(), 0
+        async for chunk in request.stream():  # chunked uploads too: their size is known only at the end
+            read += len(chunk)
+            if read > DRAIN_LIMIT:
+                return drop(too_big)
+            if read <= MAX_UPLOAD:  # past it, the rest is read and dropped only so that the 413 arrives
+                body += chunk
+        return bytes(body) if read <= MAX_UPLOAD else too_big
+
+    def drop(response: JSONResponse) -> JSONResponse:
+        """``response`` for an upload too large to read to its end: the connection closes after it
+        and the client may see the reset instead (an upload that large is no mistake)."""
+        response.headers["connection"] = "close"
+        return response
+
     async def info(request):
         client = await chosen(request)
         return client if isinstance(client, JSONResponse) else JSONResponse(model_info(client))
 
     async def classify_endpoint(request):
+        body = await upload(request)  # first: every answer, not only the 413, must wait for the upload
+        if isinstance(body, JSONResponse):
+            return body
         client = await chosen(request)
         if isinstance(client, JSONResponse):
             return client
         q = request.query_params
+        classes = len(client.info.labels)
         try:
             strength = float(q.get("strength", client.prior_strength))
-            top_k = int(q.get("top_k", 5))
+            top_k = int(q.get("top_k", min(5, classes)))  # the default fits a model of fewer classes
         except ValueError:
             return error(400, "strength must be a number and top_k an integer")
         if not np.isfinite(strength):
             return error(400, "strength must be finite")
+        if not 1 <= top_k <= classes:
+            return error(400, f"top_k must be from 1 to {classes}, the number of classes of {client.model}")
         prior = q.get("prior") or None
         if prior is not None and prior not in client.info.labels:
             return error(400, f"unknown class {prior!r} for the prior")
         if prior is not None and client.info.class_keys is None:
             return error(400, "this model exports no class key directions, so no prior (baseline export?)")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_UPLOAD:
-                return error(413, f"image over {MAX_UPLOAD // 10**6} MB; send a smaller file")
         try:
-            result = await run_in_threadpool(classify, client, bytes(body), q.get("lesion") or None,
+            result = await run_in_threadpool(classify, client, body, q.get("lesion") or None,
                                              prior, strength, top_k)
         except ImageError as exc:
             return error(400, f"not a usable image: {exc}")

@@ -2,6 +2,7 @@
 the real tritonserver fixture."""
 
 import base64
+import http.client
 import io
 import json
 import shutil
@@ -119,6 +120,67 @@ def test_api_matches_the_client_and_refuses_bad_input_in_one_line(viewer, pictur
     assert _post(v.url, good, lesion="cc")[0] == 400
     assert _post(v.url, good)[0] == 200 and client.health() == {"live": True, "ready": True, "model_ready": True}
 
+
+
+TOO_BIG = (413, {"error": "image over 20 MB; send a smaller file"})
+
+
+def _post_chunked(viewer_url, data: bytes, headers: dict):
+    """POST ``data`` with chunked transfer encoding, so no Content-Length: the viewer learns the
+    size only by reading."""
+    url = urlsplit(viewer_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    try:
+        chunks = (data[i:i + 2**16] for i in range(0, len(data), 2**16))
+        conn.request("POST", "/api/classify", body=chunks, encode_chunked=True, headers=headers)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
+
+
+def test_an_upload_over_the_limit_gets_the_413_not_a_reset(viewer):
+    """urllib asks for Connection: close, and uvicorn closes such a socket right after the answer:
+    a 413 sent with the rest of the upload unread was reset by the kernel before the client read it
+    (ConnectionResetError or BrokenPipeError in about half the tries, most tries when chunked)."""
+    v, _ = viewer
+    big = bytes(25_000_000)
+    for attempt in range(3):
+        try:
+            assert _post(v.url, big) == TOO_BIG  # with its Content-Length
+            assert _post_chunked(v.url, big, {"Connection": "close"}) == TOO_BIG
+            assert _post_chunked(v.url, big, {}) == TOO_BIG  # keep-alive
+        except OSError as exc:
+            pytest.fail(f"try {attempt + 1}: the connection broke instead of answering 413: {exc!r}")
+
+
+def test_an_upload_declared_over_the_limit_is_refused_before_it_is_sent(viewer):
+    """A client that asks first (Expect: 100-continue, curl's way with large bodies) gets the 413
+    on its Content-Length alone; asking for the body instead left this one waiting for ever."""
+    url = urlsplit(viewer[0].url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    try:
+        conn.putrequest("POST", "/api/classify")
+        conn.putheader("Content-Length", "25000000")
+        conn.putheader("Expect", "100-continue")
+        conn.endheaders()
+        r = conn.getresponse()  # skips a 100 Continue; then times out, as the body never comes
+        assert (r.status, json.loads(r.read())) == TOO_BIG
+    finally:
+        conn.close()
+
+
+def test_a_refusal_of_a_large_upload_arrives(viewer):
+    """Every answer waits for the upload, not only the 413: a 400 or 404 sent before reading a
+    15 MB upload never reached urllib (a reset, as above)."""
+    v, _ = viewer
+    big = bytes(15_000_000)
+    try:
+        assert _post(v.url, big, prior="zebra") == (400, {"error": "unknown class 'zebra' for the prior"})
+        assert _post(v.url, big, model="zeta")[0] == 404
+        assert _post(v.url, big, top_k="x") == (400, {"error": "strength must be a number and top_k an integer"})
+    except OSError as exc:
+        pytest.fail(f"the connection broke instead of answering: {exc!r}")
 
 @pytest.fixture(scope="module")
 def browser():
@@ -290,6 +352,21 @@ def test_api_lists_the_models_and_answers_for_each(two_viewer, two_model_triton,
         400, {"error": "unknown class 'class_1' for the prior"})
     beta.close()
 
+
+
+def test_top_k_outside_the_chosen_models_classes_is_a_400(two_viewer, pictures):
+    """top_k runs from 1 to the chosen model's number of classes (alpha 4, beta 7); outside, it
+    was answered 200 with an empty or a shorter list."""
+    v, _ = two_viewer
+    good = (pictures / "good.png").read_bytes()
+    for model, classes in (("alpha", 4), ("beta", 7)):
+        status, data = _post(v.url, good, model=model, top_k=classes)
+        assert status == 200 and len(data["on"]["top_k"]) == len(data["off"]["top_k"]) == classes, model
+        for top_k in (0, -1, classes + 1):
+            assert _post(v.url, good, model=model, top_k=top_k) == (
+                400, {"error": f"top_k must be from 1 to {classes}, the number of classes of {model}"}), (model, top_k)
+    status, data = _post(v.url, good)
+    assert status == 200 and len(data["on"]["top_k"]) == 4  # the default, 5, cut to alpha's 4 classes
 
 def test_model_picker_switches_labels_layers_and_size(two_viewer, two_model_triton, browser, pictures):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
