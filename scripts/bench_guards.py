@@ -2,9 +2,8 @@
 (NaN/Inf and the accepted ranges, on image, lesion_mask and query_bias) and the output check
 (no NaN or Inf in any output), against one ONNX Runtime run of the same batch, in-process.
 
-The guards are the classifier template's own functions (export/templates/classifier_model.py),
-lifted out of the file with ``ast``: the file imports Triton's python-backend module, which only
-exists inside Triton. Each figure is the median [min-max] over rounds of the per-round median.
+The guards are gatta/guards.py, the functions the exporter pastes into the classifier's
+model.py, so these are the served model's own. Each figure is the median [min-max] over rounds of the per-round median.
 
     python scripts/bench_guards.py [--model models/cifar10-toy-d16.pt] [--rounds 7] [--threads 1]
 """
@@ -12,12 +11,9 @@ exists inside Triton. Each figure is the median [min-max] over rounds of the per
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import math
 import os
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -26,21 +22,8 @@ import onnxruntime as ort
 from gatta import contract
 from gatta.contract import ModelMetadata
 from gatta.export.repository import read_config
+from gatta.guards import non_finite_rows, range_refusal
 from gatta.serving.default_model import default_repository
-
-GUARDS = ("_short", "range_error", "non_finite_rows")
-
-
-def template_guards() -> dict:
-    """The guard functions as the served model runs them."""
-    source = resources.files("gatta.export").joinpath("templates", "classifier_model.py").read_text()
-    tree = ast.parse(source)
-    namespace = {"np": np, "math": math}
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name in GUARDS:
-            exec(compile(ast.Module([node], []), "classifier_model.py", "exec"), namespace)
-    return namespace
-
 
 def timed(fn, repeats: int) -> float:
     """Median seconds of ``repeats`` calls."""
@@ -67,7 +50,6 @@ def main():
     config = read_config(repo / "gatta" / "config.pbtxt")
     meta = ModelMetadata.from_json(config.parameters[contract.PARAM_METADATA].string_value)
     bounds = json.loads(config.parameters[contract.PARAM_BOUNDS].string_value)
-    guards = template_guards()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = args.threads, 1
     session = ort.InferenceSession(str(repo / "gatta" / "1" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
@@ -84,8 +66,8 @@ def main():
 
         def checks():
             for name, arr in feeds.items():
-                assert guards["range_error"](name, arr, bounds) is None
-            assert guards["non_finite_rows"](outputs, batch) is None
+                assert range_refusal(name, arr, bounds) is None
+            assert non_finite_rows(outputs, batch) is None
 
         def before():  # what the model checked until now: NaN/Inf inputs only
             for arr in feeds.values():

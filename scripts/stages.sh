@@ -1,11 +1,8 @@
 # The training stages of scripts/train_default.sh and scripts/train_converged.sh, sourced by both
-# so that a stage has one definition. Every stage is resumable and skips what is done.
-# The caller sets DATA and RUNS; BIN (where gatta-train lives), DECAY_EPOCHS, HEAD_EPOCHS and
-# HEAD_PATIENCE have the shipped recipe's defaults.
+# so that a stage has one definition. Every stage is resumable and skips what is done. The
+# numbers of each run live in its named recipe (`gatta-train recipes`), not here; the caller sets
+# DATA and RUNS (BIN: where gatta-train lives).
 BIN=${BIN:-.venv/bin}
-DECAY_EPOCHS=${DECAY_EPOCHS:-150}
-HEAD_EPOCHS=${HEAD_EPOCHS:-100}
-HEAD_PATIENCE=${HEAD_PATIENCE:-30}
 mkdir -p "$RUNS"
 
 resume() { [ -f "$1/last.pt" ] && echo --resume || true; }
@@ -16,30 +13,29 @@ once() {  # file, gatta-train args...: run unless the file exists; never leave h
   "$BIN/gatta-train" "$@" > "$file.tmp" && mv "$file.tmp" "$file"
 }
 
-backbone() {  # out, extra args...
+backbone_stage() {  # out, gatta-train backbone args...: run to its recipe's end, once
   local out=$1; shift
-  [ -f "$RUNS/$out.frozen.pt" ] && return 0  # done (its last epoch frozen for the head)
-  "$BIN/gatta-train" backbone --data "$DATA" --out "$RUNS/$out" --precision fp32 "$@" $(resume "$RUNS/$out")
-  # The head freezes the backbone's last epoch, not best.pt: best.pt is the maximum over noisy
-  # epochs of the very split the gain is measured on, a baseline that regresses on any change
-  # (docs/results-first-model.md, "Which backbone checkpoint is the baseline").
-  [ -f "$RUNS/$out.frozen.pt" ] || cp "$RUNS/$out/last.pt" "$RUNS/$out.frozen.pt"
+  [ -f "$RUNS/$out/done" ] && return 0  # a resumed finished run would train past its stopping rule
+  "$BIN/gatta-train" backbone --data "$DATA" --out "$RUNS/$out" "$@" $(resume "$RUNS/$out")
+  touch "$RUNS/$out/done"
 }
 
-head() {  # backbone name, head out, extra args...: the paper's d=16 toy head, fp32
+head_stage() {  # backbone run, head out, extra args...: the shipped toy head on the run's last epoch
   local bb=$1 out=$2; shift 2
-  "$BIN/gatta-train" head --backbone-ckpt "$RUNS/$bb.frozen.pt" --data "$DATA" --d 16 --precision fp32 \
-      --epochs "$HEAD_EPOCHS" --patience "$HEAD_PATIENCE" --out "$RUNS/$out" "$@" $(resume "$RUNS/$out")
+  # --backbone-ckpt RUN freezes the run's last epoch, not best.pt: best.pt is the maximum over
+  # noisy epochs of the very split the gain is measured on (docs/results-first-model.md)
+  "$BIN/gatta-train" head --backbone-ckpt "$RUNS/$bb" --data "$DATA" --recipe shipped-toy-head \
+      --out "$RUNS/$out" "$@" $(resume "$RUNS/$out")
 }
 
 cosine_pair() {  # name suffix, seed: the shipped recipe (docs/results.md, "Training record")
-  backbone "backbone-cosine$1" --epochs "$DECAY_EPOCHS" --lr-schedule cosine --patience "$DECAY_EPOCHS" --seed "$2"
-  head "backbone-cosine$1" "head-cosine$1" --seed "$2"
+  backbone_stage "backbone-cosine$1" --recipe shipped-toy-backbone --seed "$2"
+  head_stage "backbone-cosine$1" "head-cosine$1" --seed "$2"
 }
 
-continuation() {  # head out, control out: the backbone alone 8 more epochs at 1e-4, the head kept
-  "$BIN/gatta-train" finetune --ckpt "$RUNS/$1/best.pt" --train backbone --data "$DATA" \
-      --out "$RUNS/$2" --epochs 8 --lr 1e-4 $(resume "$RUNS/$2")
+continuation() {  # head out, control out: the backbone alone, the head kept (recipe toy-continuation)
+  "$BIN/gatta-train" finetune --ckpt "$RUNS/$1/best.pt" --recipe toy-continuation --data "$DATA" \
+      --out "$RUNS/$2" $(resume "$RUNS/$2")
 }
 
 evaluate() {  # head out: lesions, noise (Fig. 2a) and the last epoch, each written once

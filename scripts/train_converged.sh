@@ -7,10 +7,10 @@
 #    128, the paper's augmentation, early stopping with patience 50, at most 500 epochs
 #    (~28 s an epoch on 2 quiet CPU cores);
 # 2. a second backbone with a learning-rate decay (a stated deviation from the paper): the same
-#    recipe with a cosine decay over DECAY_EPOCHS, run to the end of its schedule;
+#    recipe with a cosine decay over 150 epochs (recipe shipped-toy-backbone), run to its end;
 # 3. the d=16 head (the paper's toy head recipe, fp32) on the last epoch of each, step 1's
-#    first (it runs before step 2's backbone); stopping rule stated before the run: at most
-#    HEAD_EPOCHS, patience HEAD_PATIENCE on the validation split;
+#    first (it runs before step 2's backbone); stopping rule stated before the run (recipe
+#    shipped-toy-head): at most 100 epochs, patience 30 on the validation split;
 # 4. the controls: the backbone-only continuation (8 epochs at 1e-4) of step 1's backbone (run
 #    right after step 1's head: it takes minutes) and of step 2's (after its head), and the
 #    parameter-matched toy-wide backbone to step 1's rule;
@@ -30,9 +30,12 @@ RUNS=${2:-runs/converged}
 source "$(dirname "$0")/stages.sh"
 
 # Step 1 ran to its stopping rule (epoch 218) and its last epoch is committed: start from it.
-[ -f "$RUNS/backbone-p50.frozen.pt" ] || cp models/cifar10-toy-backbone-p50.pt "$RUNS/backbone-p50.frozen.pt"
-backbone backbone-p50 --epochs 500 --patience 50
-head backbone-p50 head-p50  # first: the paper's recipe end to end
+if [ ! -f "$RUNS/backbone-p50/done" ]; then
+  mkdir -p "$RUNS/backbone-p50" && cp models/cifar10-toy-backbone-p50.pt "$RUNS/backbone-p50/last.pt"
+  touch "$RUNS/backbone-p50/done"
+fi
+backbone_stage backbone-p50 --recipe paper-toy-backbone
+head_stage backbone-p50 head-p50  # first: the paper's recipe end to end
 evaluate head-p50
 # the continuation control (8 backbone epochs at 1e-4, the head kept) is short: before step 2
 continuation head-p50 continuation-p50
@@ -49,7 +52,7 @@ compare head-cosine-compare-heads "$R/head-cosine/best.pt" "$R/head-cosine/last.
 compare head-cosine-last-vs-head-p50-last "$R/head-cosine/last.pt" "$R/head-p50/last.pt"
 compare head-cosine-vs-continuation "$R/continuation-p50/last.pt" "$R/head-cosine/best.pt" "$R/head-cosine/last.pt"
 compare continuation-cosine-compare "$R/continuation-cosine/last.pt" "$R/head-cosine/best.pt" "$R/head-cosine/last.pt"
-backbone toy-wide-p50 --backbone toy-wide --epochs 500 --patience 50
+backbone_stage toy-wide-p50 --recipe paper-toy-backbone --backbone toy-wide
 # the paper's informal test: the parameter-matched backbone alone (its last epoch, the reference)
 # against GAttANet on the backbone trained to the same rule, and the shipped pair for scale
 compare toy-wide-compare "$R/toy-wide-p50/last.pt" "$R/head-p50/best.pt" "$R/head-p50/last.pt" \

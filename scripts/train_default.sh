@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Retrain the shipped default model models/cifar10-toy-d16.pt from the CIFAR-10 JPEG archive
-# with the recipe that produced it (docs/results.md, "Training record"):
+# with the recipes that produced it (shipped-toy-backbone, shipped-toy-head: `gatta-train
+# recipes`; docs/results.md, "Training record"):
 # 1. the paper's toy backbone recipe (Adam, batch 128, rotation/shift/flip, fp32) with one
 #    stated deviation: the rate decays from 1e-3 to 0 on a cosine over 150 epochs, run to the
 #    end of its schedule (the paper: a constant rate, early stopping with patience 50; that
@@ -16,7 +17,6 @@
 set -euo pipefail
 DATA=${1:-../shared/data/cifar10-train-jpg.tar.gz}
 RUNS=${2:-runs/converged}
-DECAY_EPOCHS=150 HEAD_EPOCHS=100 HEAD_PATIENCE=30  # the recipe above, whatever the environment says
 source "$(dirname "$0")/stages.sh"
 cosine_pair "" 0
 cp "$RUNS/head-cosine/best.pt" models/cifar10-toy-d16.pt

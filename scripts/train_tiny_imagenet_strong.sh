@@ -30,16 +30,16 @@ write_once() {  # file, gatta-train args...: never leave half a file
   [ -f "$file" ] || { "$BIN/gatta-train" "$@" > "$file.tmp" && mv "$file.tmp" "$file"; }
 }
 
-"$BIN/gatta-train" backbone --backbone resnet18 --data "$DATA" --image-size 64 --crop-pct 1 --epochs 80 \
-    --val-size 10000 --data-mode stream --precision bf16 --out "$RUNS/backbone" $(resume "$RUNS/backbone")
-[ -f "$RUNS/backbone.frozen.pt" ] || cp "$RUNS/backbone/last.pt" "$RUNS/backbone.frozen.pt"
+[ -f "$RUNS/backbone/done" ] || { "$BIN/gatta-train" backbone --recipe tiny-imagenet-backbone-80 --data "$DATA" \
+    --out "$RUNS/backbone" $(resume "$RUNS/backbone") && touch "$RUNS/backbone/done"; }
 
 for d in 8 16; do
-  "$BIN/gatta-train" head --backbone-ckpt "$RUNS/backbone.frozen.pt" --data "$DATA" --d "$d" --epochs 10 \
-      --data-mode stream --precision fp32 --out "$RUNS/head-d$d" $(resume "$RUNS/head-d$d")
-  epochs=$(wc -l < "$RUNS/head-d$d/log.jsonl")
-  "$BIN/gatta-train" finetune --ckpt "$RUNS/head-d$d/best.pt" --train backbone --data "$DATA" --epochs "$epochs" \
-      --data-mode stream --precision fp32 --out "$RUNS/control-d$d" $(resume "$RUNS/control-d$d")
+  # the head on the backbone run's last epoch (a run folder freezes its last.pt)
+  "$BIN/gatta-train" head --recipe paper-resnet-head --d "$d" --backbone-ckpt "$RUNS/backbone" --data "$DATA" \
+      --data-mode stream --out "$RUNS/head-d$d" $(resume "$RUNS/head-d$d")
+  epochs=$(wc -l < "$RUNS/head-d$d/log.jsonl")  # the control sees as many pictures as the head did
+  "$BIN/gatta-train" finetune --recipe tiny-imagenet-continuation --epochs "$epochs" --ckpt "$RUNS/head-d$d/best.pt" \
+      --data "$DATA" --out "$RUNS/control-d$d" $(resume "$RUNS/control-d$d")
   write_once "$RUNS/compare-d$d.json" compare "$RUNS/control-d$d/last.pt" "$RUNS/head-d$d/best.pt" \
       "$RUNS/head-d$d/last.pt" --data "$DATA" --json
   write_once "$RUNS/head-d$d/eval-val.json" eval --ckpt "$RUNS/head-d$d/best.pt" --data "$DATA" --lesion singles --json

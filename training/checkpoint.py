@@ -47,6 +47,8 @@ class CheckpointMeta:
     backbone_metrics: dict = field(default_factory=dict)  # ... and its own metrics
     init_ckpt: str = ""  # runs that started from a trained GAttANet
     finetune: str = ""  # fine-tuning runs: what trained (joint or backbone)
+    recipe: str = ""  # the named recipe the run was started with (gatta-train recipes), if any
+    overrides: dict = field(default_factory=dict)  # options given beside it that replaced its values
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -22,7 +22,7 @@ from .checkpoint import CheckpointError  # noqa: E402
 from .data import DataError  # noqa: E402
 from .evaluate import evaluation_table, run_evaluation  # noqa: E402
 from .model import GattaNet  # noqa: E402
-from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, head_config  # noqa: E402
+from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, RECIPES, head_config, named_recipe  # noqa: E402
 
 EPOCHS_DEFAULT = 500  # the paper's "typically less than 500 epochs" for the toy model
 from .runs import HeadOptions, RunOptions, checkpoint_and_images, finetune as finetune_run, train_backbone, train_head  # noqa: E402
@@ -70,6 +70,39 @@ BACKBONE_HELP = ("A torchvision classification builder (resnet18, efficientnet_b
                  "docs/backbones.md lists the families.")
 
 
+def with_recipe(stage: str):
+    """``--recipe NAME``: the named recipe's settings (training/recipe.py, ``gatta-train recipes``)
+    fill every option not given on the command line; the run records the name and the options
+    that overrode it (checkpoint meta ``recipe`` and ``overrides``)."""
+    def decorate(fn):
+        @click.option("--recipe", "recipe_name", default=None,
+                      help=f"A named {stage} recipe (gatta-train recipes); options given here override its values.")
+        @functools.wraps(fn)
+        def wrapper(*, recipe_name, **kwargs):
+            ctx = click.get_current_context()
+            applied, overrides = {}, {}
+            if recipe_name is not None:
+                try:
+                    found = named_recipe(recipe_name, stage)
+                except ValueError as exc:
+                    raise click.BadParameter(str(exc), param_hint="--recipe") from None
+                for key, value in found.settings.items():
+                    if ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE:
+                        overrides[key] = kwargs[key]
+                    else:
+                        kwargs[key] = applied[key] = value
+            ctx.meta["recipe"] = {"name": recipe_name or "", "overrides": overrides, "applied": sorted(applied)}
+            return fn(**kwargs)
+        return wrapper
+    return decorate
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` was set on the command line or by the named recipe."""
+    return (ctx.get_parameter_source(name) != ParameterSource.DEFAULT
+            or name in ctx.meta.get("recipe", {}).get("applied", []))
+
+
 def run_options(fn):
     """The options every training run takes, handed to the command as one ``RunOptions``."""
     opts = [
@@ -112,10 +145,12 @@ def run_options(fn):
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(seed)  # head/backbone initialisation is reproducible
+        recipe = click.get_current_context().meta.get("recipe", {})
         run = RunOptions(data=data, out=out, epochs=epochs, val_size=val_size, split_seed=split_seed,
                          patience=patience, batch_size=batch_size, lr=lr, augmentation=not no_augment,
                          seed=seed, device=device, num_workers=num_workers, data_mode=data_mode, resume=resume,
-                         precision=precision, clip_grad=clip_grad, schedule=lr_schedule)
+                         precision=precision, clip_grad=clip_grad, schedule=lr_schedule,
+                         recipe=recipe.get("name", ""), overrides=recipe.get("overrides", {}))
         return fn(run, **rest)
 
     for opt in reversed(opts):
@@ -136,6 +171,7 @@ def main():
 
 
 @main.command()
+@with_recipe("backbone")
 @run_options
 @click.option("--backbone", default="toy", show_default=True, callback=_backbone_name,
               help="toy-wide: the paper's control, conv channels 33/65/131 so that the backbone "
@@ -154,15 +190,17 @@ def backbone(run, backbone, image_size, crop_pct):
     family = family_of(backbone)
     if family.data_normalisation and crop_pct is not None:
         raise click.UsageError(f"--crop-pct applies to ImageNet-style backbones; {backbone} sees the whole picture")
-    epochs_given = click.get_current_context().get_parameter_source("epochs") != ParameterSource.DEFAULT
-    if not epochs_given:  # the family's budget (a cosine schedule spans it: not the toy's 500 epochs)
+    if not given(click.get_current_context(), "epochs"):  # the family's budget (a cosine schedule spans it: not the toy's 500 epochs)
         run.epochs = family.backbone_epochs
     train_backbone(run, backbone, image_size or family.image_size, crop_pct)
 
 
 @main.command()
+@with_recipe("head")
 @run_options
-@click.option("--backbone-ckpt", type=click.Path(path_type=Path), help="Checkpoint of a trained toy backbone (gatta-train backbone).")
+@click.option("--backbone-ckpt", type=click.Path(path_type=Path),
+              help="A trained backbone (gatta-train backbone): its run folder freezes the run's last epoch (the "
+                   "schedule's end, not best.pt: docs/results-first-model.md), or a checkpoint file.")
 @click.option("--backbone", "backbone_name", default=None, callback=_backbone_name,
               help="Pretrained backbone when no --backbone-ckpt. " + BACKBONE_HELP)
 @click.option("--backbone-weights", type=click.Path(exists=True, path_type=Path),
@@ -197,9 +235,10 @@ def head(run, backbone_ckpt, backbone_name, backbone_weights, image_size, crop_p
 
 
 @main.command()
+@with_recipe("finetune")
 @run_options
 @click.option("--ckpt", type=click.Path(path_type=Path), required=True, help="GAttANet checkpoint to start from (e.g. the shipped model).")
-@click.option("--train", "what", type=click.Choice(["joint", "backbone"]), required=True,
+@click.option("--train", "what", type=click.Choice(["joint", "backbone"]), default=None,
               help="joint: backbone and head together; backbone: the backbone alone, the head kept as it is (the control).")
 @friendly_errors
 def finetune(run, ckpt, what):
@@ -211,6 +250,8 @@ def finetune(run, ckpt, what):
       gatta-train finetune --ckpt models/cifar10-toy-d16.pt --train joint --data D --out runs/joint --epochs 10 --lr 1e-4
       gatta-train finetune --ckpt models/cifar10-toy-d16.pt --train backbone --data D --out runs/ft-backbone --epochs 10 --lr 1e-4
     """
+    if what is None:
+        raise click.UsageError("give --train joint or --train backbone (or a --recipe that sets it)")
     best = finetune_run(run, ckpt, what)
     if dist_info()[0] == 0:
         click.echo(f"best epoch {best.get('epoch')}: val_acc {best['val_acc']:.4f}")
@@ -346,31 +387,68 @@ def ship(ckpt, out, data, half, probes, num_workers):
 
 @main.command()
 @click.option("--backbone", default="toy", show_default=True, callback=_backbone_name, help=BACKBONE_HELP)
+@click.option("--ckpt", type=click.Path(path_type=Path), default=None,
+              help="A checkpoint instead: its model's counts and layers, and the recipe it was trained with.")
 @click.option("--num-classes", default=10, show_default=True)
 @click.option("--d", "d", type=int, default=None, help="[the family's: toy 16, others 8]")
 @click.option("--image-size", type=int, default=None)
 @click.option("--json", "as_json", is_flag=True)
 @friendly_errors
-def summary(backbone, num_classes, d, image_size, as_json):
+def summary(backbone, ckpt, num_classes, d, image_size, as_json):
     """Parameter counts and attached layers of a model, without training it.
 
     The head is built with its family's recipe (ResNets: batch norm on keys/queries, layer norm
     on gatta). attention_params counts as the paper's Table 1 does (Keras: batch norm's running
     statistics included); attention_trainable is what the optimiser updates."""
-    family = family_of(backbone)
-    size = image_size or family.image_size
-    d = d or family.d
-    model = GattaNet(head_config(backbone, num_classes=num_classes, d=d, image_size=size))
+    recipe = None
+    if ckpt is not None:
+        from .checkpoint import load_checkpoint
+
+        model, meta = load_checkpoint(ckpt)
+        backbone, d = model.config.backbone, model.config.d
+        recipe = {"name": meta.recipe, "overrides": meta.overrides, "stage": meta.stage}
+    else:
+        family = family_of(backbone)
+        d = d or family.d
+        model = GattaNet(head_config(backbone, num_classes=num_classes, d=d, image_size=image_size or family.image_size))
     counts = model.parameter_counts()
     layers = [{"name": t.name, "kind": t.kind, "shape": list(t.shape)} for t in model.taps]
     if as_json:
-        click.echo(json.dumps({**counts, "layers": layers, "d": d, "backbone": backbone}))
+        click.echo(json.dumps({**counts, "layers": layers, "d": d, "backbone": backbone,
+                               **({"recipe": recipe} if recipe is not None else {})}))
         return
+    if recipe is not None:
+        click.echo(f"{ckpt}: {recipe['stage'] or 'trained'} run, recipe {recipe['name'] or '(none: family defaults)'}"
+                   + (f", overridden: {recipe['overrides']}" if recipe["overrides"] else ""))
     click.echo(f"backbone {backbone}: {counts['backbone_params']:,} parameters (frozen)")
     click.echo(f"attention head d={d}: {counts['attention_params']:,} parameters as Table 1 counts them, "
                f"{counts['attention_trainable']:,} trained")
     for t in layers:
         click.echo(f"  {t['name']:<8} {t['kind']:<5} {'x'.join(map(str, t['shape']))}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def recipes(as_json):
+    """The named recipes (--recipe NAME on gatta-train backbone / head) with their values, and
+    each backbone family's defaults (what a run without --recipe uses)."""
+    from .families import FAMILIES
+
+    named = [{"name": r.name, "stage": r.stage, "what": r.what, "settings": r.settings} for r in RECIPES.values()]
+    families = [{"family": f.name, "backbone": vars(f.backbone_recipe), "backbone_epochs": f.backbone_epochs,
+                 "head": vars(f.head_recipe), "d": f.d, "augmentation": f.augmentation} for f in FAMILIES]
+    if as_json:
+        click.echo(json.dumps({"recipes": named, "families": families}))
+        return
+    for r in named:
+        values = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in r["settings"].items())
+        click.echo(f"{r['name']:<26} {r['stage']:<9} {values}\n{'':<36} {r['what']}")
+    click.echo("\nfamily defaults (no --recipe):")
+    for f in families:
+        b, h = f["backbone"], f["head"]
+        click.echo(f"  {f['family']:<13} backbone {b['optimizer']} {b['lr']:g} batch {b['batch_size']} {b['schedule']} "
+                   f"{f['backbone_epochs']} epochs | head d={f['d']} {h['optimizer']} {h['lr']:g} batch {h['batch_size']} "
+                   f"patience {h['patience']} | {f['augmentation']}")
 
 
 if __name__ == "__main__":

@@ -74,3 +74,67 @@ def head_config(backbone: str, **fields) -> GattaConfig:
     rules = family.head_recipe
     return GattaConfig(**{"backbone": backbone, "d": family.d,
                           "qk_batchnorm": rules.qk_batchnorm, "gatta_layernorm": rules.gatta_layernorm, **fields})
+
+
+# -- named recipes ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NamedRecipe:
+    """A whole run's settings under one name: the values of ``gatta-train`` options (by their
+    parameter names) that make the run what it is. ``--recipe NAME`` applies them; an option given
+    on the command line overrides its single value, and the checkpoint records both."""
+
+    name: str
+    stage: str  # the gatta-train command it is for: backbone, head or finetune
+    what: str  # one line for `gatta-train recipes`
+    settings: dict
+
+
+def _named(*recipes: NamedRecipe) -> dict[str, NamedRecipe]:
+    return {r.name: r for r in recipes}
+
+
+RECIPES = _named(
+    NamedRecipe("paper-toy-backbone", "backbone", "the paper's toy CNN: Adam 1e-3 constant, batch 128, "
+                "rotation/shift/flip, early stopping with patience 50, at most 500 epochs",
+                {"backbone": "toy", "epochs": 500, "patience": 50, "lr_schedule": "constant"}),
+    NamedRecipe("shipped-toy-backbone", "backbone", "the shipped CIFAR-10 backbone: the paper's, with the rate "
+                "decayed to 0 on a cosine over 150 epochs (run to the end), fp32",
+                {"backbone": "toy", "epochs": 150, "patience": 150, "lr_schedule": "cosine", "precision": "fp32"}),
+    NamedRecipe("paper-toy-head", "head", "the paper's d=16 toy head: Adam 1e-3, L2 1e-5 on K/Q, batch 128, "
+                "dropout 0.25 on keys/queries, patience 500, at most 500 epochs",
+                {"d": 16, "epochs": 500, "patience": 500}),
+    NamedRecipe("shipped-toy-head", "head", "the shipped CIFAR-10 head: the paper's d=16 toy head, fp32, at most "
+                "100 epochs, patience 30 (the paper: 500)",
+                {"d": 16, "epochs": 100, "patience": 30, "precision": "fp32"}),
+    NamedRecipe("paper-resnet-head", "head", "the paper's ResNet head: d=8, Adam 3e-4, batch 8, batch norm on "
+                "keys/queries, layer norm on gatta, dropout 0.25, patience 1, at most 10 epochs, fp32",
+                {"d": 8, "epochs": 10, "patience": 1, "precision": "fp32"}),
+    NamedRecipe("tiny-imagenet-backbone", "backbone", "the shipped Tiny-ImageNet backbone: ResNet18 from "
+                "scratch at 64 px (whole picture at evaluation), SGD + Nesterov 0.1, batch 128, weight decay "
+                "5e-4, random-resized crop + flip, cosine over 8 epochs, 10,000-picture selection split",
+                {"backbone": "resnet18", "image_size": 64, "crop_pct": 1.0, "epochs": 8, "val_size": 10000,
+                 "data_mode": "stream", "precision": "fp32"}),
+    NamedRecipe("tiny-imagenet-head", "head", "the shipped Tiny-ImageNet head: the paper's ResNet head with "
+                "at most 2 epochs (the budget that ended it), streamed",
+                {"d": 8, "epochs": 2, "patience": 1, "data_mode": "stream", "precision": "fp32"}),
+    NamedRecipe("toy-continuation", "finetune", "the continuation control on the toy: the backbone alone 8 more "
+                "epochs at 1e-4 (Adam, batch 128), the head kept",
+                {"what": "backbone", "epochs": 8, "lr": 1e-4}),
+    NamedRecipe("tiny-imagenet-continuation", "finetune", "the continuation control on the Tiny-ImageNet pair: "
+                "the backbone alone 2 more epochs (the head's) at SGD 0.01 constant, the head kept",
+                {"what": "backbone", "epochs": 2, "data_mode": "stream", "precision": "fp32"}),
+    NamedRecipe("tiny-imagenet-backbone-80", "backbone", "the stronger Tiny-ImageNet backbone: as "
+                "tiny-imagenet-backbone over 80 epochs, bf16 autocast",
+                {"backbone": "resnet18", "image_size": 64, "crop_pct": 1.0, "epochs": 80, "val_size": 10000,
+                 "data_mode": "stream", "precision": "bf16"}),
+)
+
+
+def named_recipe(name: str, stage: str) -> NamedRecipe:
+    """The recipe called ``name`` for a ``stage`` run; an unknown or mismatched one is one line."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)} (gatta-train recipes)")
+    found = RECIPES[name]
+    if found.stage != stage:
+        raise ValueError(f"recipe {name!r} is for gatta-train {found.stage}, not {stage}")
+    return found

@@ -9,7 +9,7 @@ layer over these; tests call them directly).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -48,8 +48,11 @@ class RunOptions:
     clip_grad: float | None = None
     precision: str = "auto"
     schedule: str | None = None  # constant | cosine; None: the recipe's
+    recipe: str = ""  # the named recipe (--recipe), recorded in the checkpoint
+    overrides: dict = field(default_factory=dict)  # its values this run's options replaced
 
     def fit_options(self, stage: str, rules: Recipe, meta: CheckpointMeta) -> FitOptions:
+        meta.recipe, meta.overrides = self.recipe, dict(self.overrides)
         return FitOptions(
             stage=stage, out_dir=self.out, epochs=self.epochs,
             batch_size=self.batch_size or rules.batch_size, lr=self.lr or rules.lr,
@@ -190,6 +193,11 @@ def train_head(run: RunOptions, head: HeadOptions, backbone_ckpt: Path | None = 
     if backbone_ckpt is None and backbone_name is None:
         raise ValueError("give a backbone checkpoint (toy) or a torchvision backbone name (resnet18/resnet50)")
     meta = CheckpointMeta(data=str(run.data), val_size=run.val_size, split_seed=run.split_seed)
+    if backbone_ckpt is not None and Path(backbone_ckpt).is_dir():
+        # a backbone run's folder: its last epoch, the end of its schedule, is the one frozen
+        if not (Path(backbone_ckpt) / "last.pt").exists():
+            raise CheckpointError(f"{backbone_ckpt}: a run folder without last.pt (not a finished gatta-train backbone run?)")
+        backbone_ckpt = Path(backbone_ckpt) / "last.pt"
     if backbone_ckpt is not None:
         base, base_meta = load_checkpoint(backbone_ckpt)
         cfg = base.config
