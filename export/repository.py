@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -32,13 +31,18 @@ from tritonclient.grpc import model_config_pb2 as mc
 from gatta import contract
 from gatta.bounds import INPUT_BOUNDS
 from gatta.contract import ModelMetadata, TensorSpec
+from gatta.cores import available_cores as export_cores  # the exporting host's cores
 
 FLAVOURS = ("onnxruntime", "python")
 DEVICES = ("cpu", "gpu")
 AUTO = "auto"
 MAX_AUTO_INSTANCES = 4  # beyond this, more ONNX Runtime threads per instance rather than more stubs
 CORES_PER_AUTO_INSTANCE = 2  # on 2 cores, 1 x 2 threads served as fast as 2 x 1 and cut 0.4 ms at batch 1
-DECODER_MARKER = "# @@gatta.decoder@@"
+# A template line "# @@gatta.<module>@@" is replaced at export by gatta/<module>.py's source:
+# code inside Triton cannot import gatta, so the shared modules it runs travel pasted in.
+PASTE_MARKER = "# @@gatta.{}@@"
+PASTED = {"preprocess_model.py": ("decoder",), "classifier_model.py": ("metrics", "guards", "cores")}
+DECODER_MARKER = PASTE_MARKER.format("decoder")
 
 
 @dataclasses.dataclass
@@ -56,21 +60,6 @@ class RepositoryOptions:
     instances: int | str = AUTO  # Triton model instances (instance_group count), or auto
     warmup: bool = True  # onnxruntime flavour: one warm-up batch at load
     device: str = "cpu"  # python flavour: cpu (KIND_CPU) or gpu (KIND_GPU + configs/cpu.pbtxt)
-
-
-def export_cores() -> int:
-    """CPU cores this process may use (affinity, then a cgroup v2 quota as in a container)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cores = min(cores, max(1, int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return cores
 
 
 def resolve_instances(instances: int | str, flavour: str, device: str) -> int:
@@ -215,18 +204,38 @@ def _template(filename: str) -> str:
     return resources.files("gatta.export").joinpath("templates", filename).read_text()
 
 
+def shared_source(module: str) -> str:
+    """The source of gatta/<module>.py, as pasted into a model."""
+    return resources.files("gatta").joinpath(f"{module}.py").read_text()
+
+
 def decoder_source() -> str:
-    return resources.files("gatta").joinpath("decoder.py").read_text()
+    return shared_source("decoder")
+
+
+def model_source(template: str) -> str:
+    """A python-backend model's model.py: templates/<template> with each of its PASTED modules'
+    source in place of that module's marker line."""
+    text = _template(template)
+    for module in PASTED[template]:
+        marker = PASTE_MARKER.format(module)
+        if text.count(marker) != 1:
+            raise RuntimeError(f"templates/{template} must hold the line {marker!r} once")
+        pasted = (f"# ---- gatta/{module}.py, pasted by gatta-export (edit it there) ".ljust(88, "-") + "\n"
+                  + shared_source(module).rstrip("\n") + "\n" + f"# ---- end of gatta/{module}.py ".ljust(88, "-"))
+        text = text.replace(marker, pasted)
+    return text
 
 
 def preprocess_model_source() -> str:
     """The preprocessing model's model.py: its template with the shared decoder copied in."""
-    template = _template("preprocess_model.py")
-    if template.count(DECODER_MARKER) != 1:
-        raise RuntimeError(f"templates/preprocess_model.py must hold the line {DECODER_MARKER!r} once")
-    pasted = ("# ---- gatta/decoder.py, pasted by gatta-export (edit it there) " + "-" * 24 + "\n"
-              + decoder_source().rstrip("\n") + "\n# ---- end of gatta/decoder.py " + "-" * 58)
-    return template.replace(DECODER_MARKER, pasted)
+    return model_source("preprocess_model.py")
+
+
+def classifier_model_source() -> str:
+    """The classifier's model.py (python flavour): its template with the shared metrics table,
+    guards and core count copied in."""
+    return model_source("classifier_model.py")
 
 
 def write_repository(staging: Path, meta: ModelMetadata, onnx_file: Path, opts: RepositoryOptions) -> list[Path]:
@@ -238,7 +247,7 @@ def write_repository(staging: Path, meta: ModelMetadata, onnx_file: Path, opts: 
     (model_dir / "config.pbtxt").write_text(_text(model_config(meta, opts)))
     (model_dir / "labels.txt").write_text("\n".join(meta.labels) + "\n")
     if opts.flavour == "python":
-        (version_dir / "model.py").write_text(_template("classifier_model.py"))
+        (version_dir / "model.py").write_text(classifier_model_source())
         if opts.device == "gpu":
             (model_dir / "configs").mkdir()
             cpu = model_config(meta, dataclasses.replace(opts, device="cpu"))

@@ -6,7 +6,8 @@ and the load tools all read it:
 - :class:`Bounds` and :data:`INPUT_BOUNDS`, one accepted range per input, which the exporter
   writes into config.pbtxt parameter ``bounds`` (:func:`gatta.export.repository.triton_parameters`);
 - :func:`range_error`, the rule the served model, the preprocessing model and the client all
-  enforce (the classifier's ``model.py`` restates it, as it cannot import this package).
+  enforce: :func:`gatta.guards.range_refusal` (which the exporter pastes into the classifier's
+  ``model.py``) on these ranges.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import Any
 import numpy as np
 
 from gatta.contract import IMAGE, LESION_MASK, QUERY_BIAS
+from gatta.guards import range_refusal
 
 
 # Finite values can still break an answer: pixels in 0..255 give a confident, meaningless class,
 # and a query_bias of 1e30 overflows float32 on the way to the logits (NaN probabilities). Each
 # numeric input has one accepted range, checked by the served model (which reads it from
-# config.pbtxt parameter ``bounds`` and restates range_error's rule, as it cannot import this
-# package), the encoded-image pipeline and the client before it sends.
+# config.pbtxt parameter ``bounds`` and runs the same rule, gatta/guards.py pasted into it), the
+# encoded-image pipeline and the client before it sends.
 @dataclass(frozen=True)
 class Bounds:
     """Accepted values of one input: [low - tolerance, high + tolerance]. ``above``/``below``
@@ -64,30 +66,12 @@ INPUT_BOUNDS = {
 }
 
 
-def _short(value: float) -> str:
-    """255.0, 1e+30, -2.118: six significant digits, always read as a float."""
-    return repr(float(f"{float(value):.6g}"))
-
-
 def range_error(name: str, values: np.ndarray) -> str | None:
     """One-line reason why ``values`` of input ``name`` are refused, or None when accepted.
 
     >>> range_error("image", np.array([0.0, 255.0]))
     "input 'image' max 255.0: pixels are expected in [0, 1]; divide by 255"
     """
-    values = np.asarray(values)
-    if values.size == 0:
-        return None
-    lo, hi = float(values.min()), float(values.max())  # NaN or Inf shows in one of them
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return f"input '{name}' contains NaN or infinite values"
     bounds = INPUT_BOUNDS.get(name)
-    if bounds is None:
-        return None
-    if lo < bounds.low - bounds.tolerance:
-        hint = next((h for t, h in bounds.below if lo < t), "")
-        return f"input '{name}' min {_short(lo)}: {bounds.expect}" + (f"; {hint}" if hint else "")
-    if hi > bounds.high + bounds.tolerance:
-        hint = next((h for t, h in bounds.above if hi > t), "")
-        return f"input '{name}' max {_short(hi)}: {bounds.expect}" + (f"; {hint}" if hint else "")
-    return None
+    refused = range_refusal(name, np.asarray(values), {} if bounds is None else {name: bounds.to_dict()})
+    return None if refused is None else refused[1]

@@ -1,7 +1,7 @@
 """The alerting rules (serving/monitoring/alerts.yml): valid for Debian's promtool, raising the
 expected alerts on synthetic series (tests/assets/alerts_test.yml), watching metrics a real
-tritonserver exports, evaluated without error by a real Prometheus scraping it, and loaded by
-the compose and Kubernetes assets."""
+tritonserver exports (the gatta_* ones as gatta/metrics.py defines them), evaluated without
+error by a real Prometheus scraping it, and loaded by the compose and Kubernetes assets."""
 
 import json
 import re
@@ -18,6 +18,7 @@ import tritonclient.http as httpclient
 import yaml
 from tritonclient.utils import InferenceServerException
 
+from gatta import metrics
 from gatta.serving.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +53,23 @@ def test_rules_raise_the_expected_alerts_on_synthetic_series():
     cases = [c for t in yaml.safe_load(RULE_TESTS.read_text())["tests"] for c in t["alert_rule_test"]]
     assert {c["alertname"] for c in cases if c["exp_alerts"]} == set(_alerts())
     assert {c["alertname"] for c in cases if not c["exp_alerts"]} == set(_alerts())
+
+
+def test_rules_and_their_tests_name_only_metrics_and_labels_the_model_defines():
+    # a name or label that drifted from gatta/metrics.py would watch nothing, and promtool's
+    # synthetic series would still make the alert fire in its tests
+    defined = {m.name: m for m in metrics.METRICS}
+    watched = 0
+    for name, rule in _alerts().items():
+        for metric, labels in SELECTOR.findall(rule["expr"]):
+            if metric.startswith("gatta_"):
+                assert metric in defined, f"{name} watches {metric}, which gatta/metrics.py does not define"
+                keys = set(re.findall(r'(\w+)\s*(?:=~|!~|!=|=)', labels))
+                assert keys <= {metrics.MODEL_LABEL, defined[metric].label}, f"{name}: {metric} has no label {keys}"
+                watched += 1
+    assert watched >= 5
+    series = {m for m, _ in SELECTOR.findall(RULE_TESTS.read_text()) if m.startswith("gatta_")}
+    assert series and series <= set(defined), f"{RULE_TESTS.name} feeds {series - set(defined)}, not in gatta/metrics.py"
 
 
 def test_rules_watch_metrics_and_label_values_a_real_server_exports(triton):

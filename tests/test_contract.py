@@ -2,6 +2,7 @@
 config.pbtxt, the class-direction sign rule, and the one image decoder seen the same way by
 training, the client and the server-side preprocessing model."""
 
+import ast
 import io
 import json
 
@@ -103,6 +104,39 @@ def test_exported_configs_carry_names_and_defaults(tiny_export):
     assert _template("preprocess_model.py").count(DECODER_MARKER) == 1
     written = (repo / "gatta_preprocess" / "1" / "model.py").read_text()
     assert decoder_source().rstrip("\n") in written and DECODER_MARKER not in written
+
+
+def _top_level_names(source: str) -> set[str]:
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def test_shared_modules_are_pasted_into_the_triton_models_not_copied():
+    from gatta.export.repository import PASTE_MARKER, PASTED, _template, model_source, shared_source
+
+    # what a pasted module may import: it runs inside Triton, in the middle of model.py (where
+    # `from __future__` is a SyntaxError)
+    allowed = {"io", "dataclasses", "typing", "math", "os", "numpy", "PIL"}
+    assert PASTED == {"preprocess_model.py": ("decoder",), "classifier_model.py": ("metrics", "guards", "cores")}
+    for template, modules in PASTED.items():
+        written = model_source(template)
+        compile(written, template, "exec")
+        assert "# @@gatta." not in written
+        for module in modules:
+            source = shared_source(module)
+            tree = ast.parse(source)
+            imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+            assert imported <= allowed, f"gatta/{module}.py imports {imported - allowed}"
+            assert _template(template).count(PASTE_MARKER.format(module)) == 1
+            assert source.rstrip("\n") in written
+            # a template that defines a name of its pasted module again holds a hand copy
+            assert _top_level_names(_template(template)) & _top_level_names(source) == set(), (template, module)
 
 
 def _exif_rotated_jpeg() -> bytes:

@@ -1,7 +1,10 @@
 """Monitoring assets for real: Debian's prometheus scrapes the tritonserver fixture and every
-dashboard expression returns data; Dockerfile lint; Kubernetes manifests validate."""
+dashboard expression returns data; the dashboard and the alert rules query the gatta_* metrics
+gatta/metrics.py defines, every one of them, and the server exports them as defined; Dockerfile
+lint; Kubernetes manifests validate."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,11 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+import yaml
 
+from gatta import metrics
 from gatta.serving.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "serving" / "monitoring" / "grafana" / "dashboards" / "gattanet.json"
+RULES = ROOT / "serving" / "monitoring" / "alerts.yml"
+GATTA_METRIC = re.compile(r"\bgatta_[a-z0-9_]+")
 BIN = Path(sys.executable).parent
 
 
@@ -57,6 +64,32 @@ def prometheus(triton, tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _gatta_metrics(exprs) -> set[str]:
+    return {m for expr in exprs for m in GATTA_METRIC.findall(expr)}
+
+
+def test_dashboard_and_rules_query_the_defined_metrics_and_every_one():
+    defined = {m.name for m in metrics.METRICS}
+    dashboard = _gatta_metrics(t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"])
+    rules = _gatta_metrics(r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"])
+    assert dashboard - defined == set(), f"{DASHBOARD.name} queries metrics gatta/metrics.py does not define"
+    assert rules - defined == set(), f"{RULES.name} queries metrics gatta/metrics.py does not define"
+    # a metric nothing watches is either dead weight in the model or a panel someone forgot
+    assert defined - dashboard - rules == set(), "defined in gatta/metrics.py, but no dashboard panel or alert reads it"
+
+
+def test_the_server_exports_every_defined_metric_as_defined(triton):
+    exported = urllib.request.urlopen(triton.metrics_url, timeout=10).read().decode()
+    for m in metrics.METRICS:  # created when the model loads, before any request
+        assert f"# HELP {m.name} {m.help}\n" in exported and f"# TYPE {m.name} {m.kind}\n" in exported, m.name
+        series = [l for l in exported.splitlines() if l.startswith(m.name + "{")]
+        keys = {k for s in series for k in re.findall(r'(\w+)="', s)}
+        assert series and keys == {metrics.MODEL_LABEL, m.label} - {""}, (m.name, keys)
+    le = {re.search(r'le="([^"]+)"', l)[1] for l in exported.splitlines()
+          if l.startswith(metrics.CONFIDENCE_BUCKET.name + "{") and 'model="gatta"' in l}
+    assert le == {str(b) for b in metrics.CONFIDENCE_BUCKETS} | {"+Inf"}
 
 
 def test_every_dashboard_expression_returns_data(triton, prometheus):

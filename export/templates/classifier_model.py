@@ -13,13 +13,18 @@ it (the onnxruntime-gpu wheel); a KIND_CPU instance the CPU provider. A GPU inst
 ONNX Runtime cannot run CUDA refuses to load, with the reason, rather than serve on the CPU
 while its config says GPU (gatta-serve picks configs/cpu.pbtxt on hosts without a GPU).
 
+Self-contained once exported: gatta-export pastes three shared modules in at the marker lines
+below, so this file runs the same code as the package, never a copy kept equal by hand:
+gatta/metrics.py (the gatta_* metric names, help texts and labels that the alert rules and the
+dashboard query), gatta/guards.py (the input-range rule and the non-finite output check) and
+gatta/cores.py (the core count).
+
 Custom metrics are accumulated locally and flushed to Triton once a second by a background
 thread: each metric call is a round trip to the server process, and calling ~30 of them per
 execution doubled the time a batch-1 request spent in this model (1.4 ms vs 0.7 ms measured).
 """
 
 import json
-import math
 import os
 import threading
 
@@ -27,7 +32,12 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-CONFIDENCE_BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
+# @@gatta.metrics@@
+
+# @@gatta.guards@@
+
+# @@gatta.cores@@
+
 FLUSH_INTERVAL_S = 1.0
 
 
@@ -53,63 +63,6 @@ def _session(model_path, opts, args):
     return session
 
 
-def _short(value):
-    """255.0, 1e+30: six significant digits, read as a float (gatta.bounds._short)."""
-    return repr(float(f"{float(value):.6g}"))
-
-
-def range_error(name, values, bounds):
-    """(reason, one-line message) when ``values`` of input ``name`` are refused, else None.
-    gatta.bounds.range_error restated, because this file cannot import gatta: the same rule
-    and, from the ``bounds`` parameter, the same words (tests/test_guards.py compares them)."""
-    if values.size == 0:
-        return None
-    lo, hi = float(values.min()), float(values.max())  # one pass each; NaN or Inf shows in one
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return "non_finite", f"input '{name}' contains NaN or infinite values"
-    b = bounds.get(name)
-    if b is None:
-        return None
-    for side, value, outside, hints in (("min", lo, lo < b["low"] - b["tolerance"], b["below"]),
-                                        ("max", hi, hi > b["high"] + b["tolerance"], b["above"])):
-        if outside:
-            hint = next((h for t, h in hints if (value < t if side == "min" else value > t)), "")
-            message = f"input '{name}' {side} {_short(value)}: {b['expect']}" + (f"; {hint}" if hint else "")
-            return f"{name}_range", message
-    return None
-
-
-def non_finite_rows(outputs, batch):
-    """Boolean [batch]: True for images with a NaN or Inf in any output, or None when all are
-    finite. A finite sum of sums proves every output finite, one pass over each (NaN and Inf
-    propagate through sums); only when it is not (a NaN, an Inf, or an overflowing sum) are
-    the outputs checked image by image."""
-    if math.isfinite(sum(float(arr.sum()) for arr in outputs.values())):
-        return None
-    bad = np.zeros(batch, bool)
-    for arr in outputs.values():
-        bad |= ~np.isfinite(arr.reshape(batch, -1)).all(1)
-    return bad if bad.any() else None
-
-
-def serving_cores():
-    """CPU cores this server may use: its affinity, then a cgroup v2 quota (containers, k8s limits).
-    The same rule as gatta.export.repository.export_cores, restated because this file runs inside
-    Triton without the gatta package."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()
-        if quota != "max":
-            cores = min(cores, max(1, int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return cores
-
-
 def intra_op_threads(value, config):
     """``auto``: this host's cores shared out among the model's CPU instances, so that
     `gatta-export` on one machine and serving on another still fills the serving cores."""
@@ -117,7 +70,7 @@ def intra_op_threads(value, config):
         return int(value)
     instances = sum(int(g.get("count", 1)) for g in config.get("instance_group", [])
                     if g.get("kind", "KIND_CPU") == "KIND_CPU") or 1
-    return max(1, serving_cores() // instances)
+    return max(1, available_cores() // instances)
 
 
 class TritonPythonModel:
@@ -147,32 +100,23 @@ class TritonPythonModel:
         self._flusher = threading.Thread(target=self._flush_loop, args=(FLUSH_INTERVAL_S,), daemon=True)
         self._flusher.start()
 
-    def _init_metrics(self, model_name):
+    def _init_metrics(self, model):
+        # pb_utils.MetricFamily exists only in an instance's stub, not in the one that loads this
+        # file to auto-complete the config, so it is looked up here and not at import
+        kinds = {COUNTER: pb_utils.MetricFamily.COUNTER, GAUGE: pb_utils.MetricFamily.GAUGE}
         # The families must stay referenced on the model object, or the metrics vanish.
-        labels = {"model": model_name}
-        self.f_pred = pb_utils.MetricFamily("gatta_predictions_total", "Top-1 predictions by class",
-                                            pb_utils.MetricFamily.COUNTER)
-        self.m_pred = [self.f_pred.Metric(labels={**labels, "class": c}) for c in self.meta["labels"]]
-        self.f_conf = pb_utils.MetricFamily("gatta_top1_confidence_bucket",
-                                            "Top-1 probability, cumulative histogram buckets",
-                                            pb_utils.MetricFamily.COUNTER)
-        self.m_conf = [self.f_conf.Metric(labels={**labels, "le": str(b)}) for b in CONFIDENCE_BUCKETS + ["+Inf"]]
-        self.f_conf_sum = pb_utils.MetricFamily("gatta_top1_confidence_sum", "Sum of top-1 probabilities",
-                                                pb_utils.MetricFamily.COUNTER)
-        self.m_conf_sum = self.f_conf_sum.Metric(labels=labels)
-        self.f_agree = pb_utils.MetricFamily("gatta_agreement_mean", "Mean gatta score per layer, last batch",
-                                             pb_utils.MetricFamily.GAUGE)
-        self.m_agree = {l["name"]: self.f_agree.Metric(labels={**labels, "layer": l["name"]})
-                        for l in self.meta["layers"]}
-        self.f_images = pb_utils.MetricFamily("gatta_images_total", "Images classified", pb_utils.MetricFamily.COUNTER)
-        self.m_images = self.f_images.Metric(labels=labels)
-        self.f_lesion = pb_utils.MetricFamily("gatta_lesioned_requests_total",
-                                              "Requests whose lesion mask switches off at least one layer",
-                                              pb_utils.MetricFamily.COUNTER)
-        self.m_lesion = self.f_lesion.Metric(labels=labels)
-        self.f_reject = pb_utils.MetricFamily("gatta_rejected_requests_total", "Requests refused, by reason",
-                                              pb_utils.MetricFamily.COUNTER)
-        self.m_reject = {r: self.f_reject.Metric(labels={**labels, "reason": r}) for r in self.reasons}
+        self.families = {m.name: pb_utils.MetricFamily(m.name, m.help, kinds[m.kind]) for m in METRICS}
+
+        def series(metric, value=None):
+            return self.families[metric.name].Metric(labels=metric.labels(model, value))
+
+        self.m_pred = [series(PREDICTIONS, c) for c in self.meta["labels"]]
+        self.m_conf = [series(CONFIDENCE_BUCKET, b) for b in (*CONFIDENCE_BUCKETS, "+Inf")]
+        self.m_conf_sum = series(CONFIDENCE_SUM)
+        self.m_agree = {l["name"]: series(AGREEMENT, l["name"]) for l in self.meta["layers"]}
+        self.m_images = series(IMAGES)
+        self.m_lesion = series(LESIONED)
+        self.m_reject = {r: series(REJECTED, r) for r in self.reasons}
 
     # -- metrics: accumulate here, flush from a thread -------------------------------------
     def _reset_pending(self):
@@ -231,7 +175,7 @@ class TritonPythonModel:
             if list(arr.shape[1:]) != dims:
                 self._reject("shape")
                 raise ValueError(f"input '{name}' has shape {list(arr.shape[1:])} per image, expected {dims}")
-            refused = range_error(name, arr, self.bounds)
+            refused = range_refusal(name, arr, self.bounds)
             if refused is not None:
                 self._reject(refused[0])
                 raise ValueError(refused[1])
@@ -306,12 +250,12 @@ class TritonPythonModel:
             if arr is not None and (arr != default).any():
                 b = self.bounds.get(name)
                 message = (f"the outputs of this request are not finite: input '{name}' (largest magnitude "
-                           f"{_short(np.abs(arr).max())}) drives this model past float32; send smaller values"
+                           f"{short_float(np.abs(arr).max())}) drives this model past float32; send smaller values"
                            + (f" ({b['expect']})" if b else ""))
                 return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
         image = feed[self.names["image"]]
         message = (f"the outputs of this request are not finite although its inputs were accepted (image values "
-                   f"in [{_short(image.min())}, {_short(image.max())}]): the model failed on it")
+                   f"in [{short_float(image.min())}, {short_float(image.max())}]): the model failed on it")
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
 
     def _record(self, outputs, keep=None):
