@@ -13,7 +13,7 @@ require("torch", "export")
 require("onnxruntime", "export")
 
 from gatta import contract  # noqa: E402
-from gatta.training.checkpoint import CheckpointError  # noqa: E402
+from gatta.model.checkpoint import CheckpointError  # noqa: E402
 
 from .exporter import ExportOptions, export_checkpoint, gattanet_models  # noqa: E402
 from .verify import ExportError  # noqa: E402

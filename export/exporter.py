@@ -23,8 +23,8 @@ from google.protobuf import text_format
 
 from gatta import contract
 from gatta.contract import ModelMetadata
-from gatta.training.checkpoint import CheckpointMeta, load_checkpoint
-from gatta.training.shipping import REFERENCE_TOL, against_reference, read_reference
+from gatta.model.checkpoint import CheckpointMeta, load_checkpoint
+from gatta.model.reference import REFERENCE_TOL, against_reference, read_reference
 
 from .onnx_graph import check_onnx, export_onnx
 from .repository import DEVICES, FLAVOURS, RepositoryOptions, read_config, write_repository

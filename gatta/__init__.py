@@ -1,6 +1,7 @@
 """gattanet: GAttANet image classifiers, from training to Triton serving.
 
-Subpackages follow the data flow: ``gatta.training`` (model, data, training) ->
+Subpackages follow the data flow: ``gatta.model`` (the network, its backbone families,
+checkpoints; read by training and export alike) and ``gatta.training`` (data, training) ->
 ``gatta.export`` (checkpoint -> verified ONNX -> Triton model repository) ->
 ``gatta.serving`` (launch Triton, monitoring) -> ``gatta.client`` (talk to Triton).
 Torch-free modules shared by all of them: ``gatta.contract`` (what crosses a room's wall:

@@ -79,8 +79,8 @@ def make_step_model(kind: str, classes: int, size: int, device: str):
 
         net = torchvision.models.resnet18(num_classes=classes).to(device, memory_format=torch.channels_last)
         return net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    from gatta.training.model import GattaNet
-    from gatta.training.recipe import head_config
+    from gatta.model.network import GattaNet
+    from gatta.model.recipe import head_config
     from gatta.training.train import trainable_parameters
 
     net = GattaNet(head_config("resnet18", num_classes=classes, image_size=size))

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from gatta.bench.graphs import in_process_table, profile_ops
-from gatta.training.families import family_of
-from gatta.training.checkpoint import load_checkpoint
-from gatta.training.model import GattaNet
-from gatta.training.recipe import head_config
+from gatta.model.families import family_of
+from gatta.model.checkpoint import load_checkpoint
+from gatta.model.network import GattaNet
+from gatta.model.recipe import head_config
 
 
 def print_table(table: dict) -> None:

@@ -35,7 +35,7 @@ from gatta.bench.interleaved import (interleave, is_busy, latency_overhead, mach
 from gatta.bench.graphs import second_pass_rounds
 from gatta.bench.served import InProcess, Served, cpu_per_image
 from gatta.export.exporter import ExportOptions, export_checkpoint
-from gatta.training.checkpoint import load_checkpoint
+from gatta.model.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,9 +60,9 @@ def export_config(ckpt: Path, spec: str, out: Path) -> Path:
 def random_resnet(path: Path) -> Path:
     """A ResNet18 GAttANet as Tiny-ImageNet would train it (64x64, 200 classes, d=8, batch norm
     on keys/queries, layer norm on gatta), random weights: the graph's cost is the same."""
-    from gatta.training.checkpoint import save_checkpoint
-    from gatta.training.config import GattaConfig
-    from gatta.training.model import GattaNet
+    from gatta.model.checkpoint import save_checkpoint
+    from gatta.model.config import GattaConfig
+    from gatta.model.network import GattaNet
 
     model = GattaNet(GattaConfig(backbone="resnet18", num_classes=200, d=8, image_size=64, alpha_init=0.1,
                                  qk_batchnorm=True, gatta_layernorm=True)).eval()

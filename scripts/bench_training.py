@@ -14,9 +14,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from gatta.training.families import family_of
-from gatta.training.recipe import head_config
-from gatta.training.model import GattaNet
+from gatta.model.families import family_of
+from gatta.model.recipe import head_config
+from gatta.model.network import GattaNet
 from gatta.training.train import trainable_parameters
 
 

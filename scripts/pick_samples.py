@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gatta.training.checkpoint import load_checkpoint
+from gatta.model.checkpoint import load_checkpoint
 from gatta.training.runs import split_data
 from gatta.training.layouts import list_dataset
 

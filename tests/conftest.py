@@ -56,7 +56,7 @@ def two_models(tmp_path_factory):
     layers ccccdd: stem, layer1-3, avgpool, logits), so labels, input size, preprocessing, the
     layer list and every map's shape differ. Returns (repository, {name: checkpoint})."""
     from gatta.serving.default_model import models_repository, named_checkpoints
-    from gatta.training.config import IMAGENET_MEAN, IMAGENET_STD, imagenet_preprocessing
+    from gatta.model.config import IMAGENET_MEAN, IMAGENET_STD, imagenet_preprocessing
 
     from helpers import make_checkpoint
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gatta.training.checkpoint import save_checkpoint
-from gatta.training.config import GattaConfig
-from gatta.training.model import GattaNet
+from gatta.model.checkpoint import save_checkpoint
+from gatta.model.config import GattaConfig
+from gatta.model.network import GattaNet
 
 
 def make_model(num_classes=4, d=8, image_size=16, seed=0, alpha=0.5, **kw) -> GattaNet:

@@ -102,8 +102,8 @@ def test_published_performance_page_is_its_json_rendered(tmp_path):
 
 def test_analytic_floor_counts_every_pass():
     from gatta.bench.graphs import analytic_floor
-    from gatta.training.config import GattaConfig
-    from gatta.training.model import GattaNet
+    from gatta.model.config import GattaConfig
+    from gatta.model.network import GattaNet
 
     one, prefix = analytic_floor(GattaNet(GattaConfig()))
     two, _ = analytic_floor(GattaNet(GattaConfig(iterations=2)))

@@ -8,7 +8,7 @@ import torch
 from gatta.client.images import expand_paths
 from gatta.decoder import decode_image
 from gatta.models import BUNDLED, DEFAULT_CHECKPOINT, TINY_IMAGENET_CHECKPOINT
-from gatta.training.checkpoint import load_checkpoint, read_checkpoint
+from gatta.model.checkpoint import load_checkpoint, read_checkpoint
 from gatta.training.shipping import against_reference, read_reference
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from gatta.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from gatta.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 from helpers import make_checkpoint, make_model
 

@@ -30,7 +30,7 @@ def _client(triton, protocol="http", **kw):
 
 
 def test_reads_everything_from_the_server(triton, tiny_export):
-    from gatta.training.checkpoint import load_checkpoint
+    from gatta.model.checkpoint import load_checkpoint
 
     alphas = load_checkpoint(tiny_export[1])[0].head.alpha.tolist()
     with _client(triton) as c:

@@ -41,9 +41,9 @@ def test_one_rank_sees_what_it_always_saw_and_ranks_take_equal_steps():
 DDP_SCRIPT = textwrap.dedent('''
     import os, sys
     import torch
-    from gatta.training.config import GattaConfig
+    from gatta.model.config import GattaConfig
     from gatta.training.data import synthetic_images
-    from gatta.training.model import GattaNet
+    from gatta.model.network import GattaNet
     from gatta.training.train import FitOptions, dist_info, fit
 
     out = sys.argv[1]

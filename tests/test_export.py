@@ -14,7 +14,7 @@ from tritonclient.grpc import model_config_pb2
 from gatta.export.cli import main as export_cli
 from gatta.export.exporter import ExportOptions, export_checkpoint
 from gatta.export.verify import ExportError, compare, ort_session, torch_outputs
-from gatta.training.checkpoint import load_checkpoint
+from gatta.model.checkpoint import load_checkpoint
 
 from helpers import make_checkpoint
 
@@ -262,8 +262,8 @@ def test_more_attention_steps_unroll_into_one_verified_graph(tmp_path, steps):
 def _family_checkpoint(path, backbone: str, image_size: int, alpha: float = 0.4):
     """A random-weight checkpoint with the backbone family's head recipe; ResNet norms moved
     off their identity initialisation so every folded term is exercised."""
-    from gatta.training.checkpoint import save_checkpoint
-    from gatta.training.recipe import recipe
+    from gatta.model.checkpoint import save_checkpoint
+    from gatta.model.recipe import recipe
 
     from helpers import calibrate_batch_norms, make_model
 
@@ -297,7 +297,7 @@ def _convs(module) -> int:
 # been tried against.
 EXPORT_UNTESTED = {"vgg11_bn", "regnet_x_400mf", "mobilenet_v3_small", "densenet121"}
 FAMILY_EXAMPLES = ["toy", "toy-wide", "resnet50",
-                   *(name for f in __import__("gatta.training.families", fromlist=["FAMILIES"]).FAMILIES
+                   *(name for f in __import__("gatta.model.families", fromlist=["FAMILIES"]).FAMILIES
                      for name in f.examples if not name.startswith("toy") and name not in EXPORT_UNTESTED)]
 
 
@@ -305,7 +305,7 @@ FAMILY_EXAMPLES = ["toy", "toy-wide", "resnet50",
 def test_every_backbone_exports_and_verifies(tmp_path, backbone):
     """Each family's example exports both passes into one graph that ONNX Runtime runs like
     PyTorch, with lesion masks and query_bias; a backbone that cannot export fails here."""
-    from gatta.training.families import family_of
+    from gatta.model.families import family_of
 
     family = family_of(backbone).name
     # 64 px: the stride-16 maps are 4x4 (a layer norm over a 2x2 map turns float32 rounding into

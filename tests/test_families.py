@@ -1,4 +1,4 @@
-"""Every backbone family (training/families/), each through one example: the attach rule's nodes,
+"""Every backbone family (model/families/), each through one example: the attach rule's nodes,
 the head sized from them with Table 1's count, alpha = 0 equal to the backbone exactly, one
 training epoch through the CLI, and the errors a user meets (unknown name, a state dict that does
 not fit). Export with ONNX Runtime parity: test_export.py; served: test_families_serving.py."""
@@ -9,9 +9,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from gatta.training.config import GattaConfig
-from gatta.training.families import FAMILIES, family_of
-from gatta.training.model import GattaNet
+from gatta.model.config import GattaConfig
+from gatta.model.families import FAMILIES, family_of
+from gatta.model.network import GattaNet
 
 # The attach rule's pick per example (docs/backbones.md's table): (tap name, node, kind, channels)
 ATTACHED = {
@@ -99,8 +99,8 @@ def test_resnet_keeps_its_hand_built_stages_and_the_rule_agrees_with_them():
     torchvision graph with fx, picks the same nodes and computes the same."""
     import torchvision
 
-    from gatta.training import attach
-    from gatta.training.families import resnet
+    from gatta.model import attach
+    from gatta.model.families import resnet
 
     torch.manual_seed(0)
     net = torchvision.models.resnet18(weights=None, num_classes=10).eval()
@@ -128,7 +128,7 @@ def test_resnet_keeps_its_hand_built_stages_and_the_rule_agrees_with_them():
 
 @pytest.mark.parametrize("name", ["efficientnet_b0", "timm:convnext_atto", "densenet121"])
 def test_one_training_epoch_moves_only_the_head(tmp_path, name):
-    from gatta.training.checkpoint import load_checkpoint
+    from gatta.model.checkpoint import load_checkpoint
     from gatta.training.cli import main
 
     out = CliRunner().invoke(main, ["head", "--backbone", name, "--data", "synthetic:48:3", "--image-size", str(SIZE),

@@ -24,7 +24,7 @@ SERVED = {"effb0": "efficientnet_b0", "tconvnext": "timm:convnext_atto", "tresne
 @pytest.fixture(scope="module")
 def families_server(tmp_path_factory):
     from gatta.serving.launcher import start_server
-    from gatta.training.checkpoint import save_checkpoint
+    from gatta.model.checkpoint import save_checkpoint
 
     from helpers import calibrate_batch_norms, make_model
 

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from gatta.training.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from gatta.model.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from gatta.training.compare import compare_checkpoints
 from gatta.training.data import synthetic_images
-from gatta.training.recipe import recipe
+from gatta.model.recipe import recipe
 from gatta.training.runs import RunOptions, finetune
 from gatta.training.train import FitOptions, fit, resolve_device, trainable_parameters
 
@@ -88,7 +88,7 @@ def test_compare_pairs_entries_and_test_time_steps(trained_pair):
 
 
 def test_compare_refuses_bad_entries(trained_pair, tmp_path):
-    from gatta.training.checkpoint import CheckpointError
+    from gatta.model.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="number of attention steps"):
         compare_checkpoints([f"{trained_pair}@0"], "synthetic:160:4")
@@ -178,7 +178,7 @@ def test_precision_auto_is_bf16_only_where_it_was_measured():
     assert [resolve_precision("auto", s, "cpu") for s in ("backbone", "joint")] == ["fp32", "fp32"]
     assert resolve_precision("auto", "head", "cuda") == "fp32"  # not measured on a GPU yet
     assert resolve_precision("auto", "head", "cpu", cpu_head_bf16=False) == "fp32"  # ResNet heads: not faster
-    from gatta.training.families import family_of
+    from gatta.model.families import family_of
 
     assert [family_of(b).cpu_head_bf16 for b in ("toy", "resnet18", "efficientnet_b0")] == [True, False, False]
     assert resolve_precision("fp32", "head", "cpu") == "fp32"

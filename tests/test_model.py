@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from gatta.training.config import GattaConfig
-from gatta.training.model import GattaNet
+from gatta.model.config import GattaConfig
+from gatta.model.network import GattaNet
 
 
 def tiny_model(**kw) -> GattaNet:
@@ -300,7 +300,7 @@ def test_query_bias_shifts_q_avg():
 
 
 def test_fast_dropout_keeps_three_quarters_and_rescales():
-    from gatta.training.head import fast_dropout
+    from gatta.model.head import fast_dropout
 
     torch.manual_seed(0)
     x = torch.ones(200_000)

@@ -9,7 +9,7 @@ def python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_bare_stage_packages_are_not_importable():
-    for name in ("export", "training", "client", "serving", "bench", "models"):
+    for name in ("export", "model", "training", "client", "serving", "bench", "models"):
         r = python(f"import {name}")
         assert r.returncode != 0 and "ModuleNotFoundError" in r.stderr, name
 
@@ -58,3 +58,12 @@ def test_serving_and_client_commands_import_without_torch_onnx_or_nvidia_pytrito
     r = python(block)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok False"
+
+
+def test_export_loads_the_model_room_and_no_training_code():
+    """gatta.export reads checkpoints through gatta.model; the trainer's modules stay out."""
+    out = python("import sys, gatta.export.cli, gatta.export.exporter, gatta.model.checkpoint\n"
+                 "print(sorted(m for m in sys.modules if m.startswith('gatta.training')))\n"
+                 "print('gatta.model.families' in sys.modules)")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["[]", "True"]

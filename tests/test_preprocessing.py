@@ -17,7 +17,7 @@ from PIL import Image
 
 from gatta.contract import ModelMetadata
 from gatta.decoder import Preprocessing, decode_image, pil_to_array
-from gatta.training.config import GattaConfig, imagenet_preprocessing
+from gatta.model.config import GattaConfig, imagenet_preprocessing
 
 
 def _photo(width=40, height=24, seed=0) -> Image.Image:
@@ -45,7 +45,7 @@ def test_crop_is_torchvisions_evaluation_transform_and_squash_is_todays_resize()
 def test_record_round_trips_checks_the_config_and_old_checkpoints_squash(tmp_path):
     from helpers import make_checkpoint
 
-    from gatta.training.checkpoint import load_checkpoint
+    from gatta.model.checkpoint import load_checkpoint
 
     # a checkpoint written before the preprocessing record existed: its config has no such key
     payload = torch.load(make_checkpoint(tmp_path / "old.pt", image_size=32), weights_only=False)
@@ -93,9 +93,9 @@ def _server_model(meta: ModelMetadata, tmp_path: Path):
 def test_non_square_jpeg_is_the_same_array_in_training_client_and_server(kind, tmp_path):
     from gatta.client import load_image
     from gatta.export.signature import signature_for
-    from gatta.training.checkpoint import load_checkpoint, save_checkpoint
+    from gatta.model.checkpoint import load_checkpoint, save_checkpoint
     from gatta.training.data import load_images
-    from gatta.training.model import GattaNet
+    from gatta.model.network import GattaNet
     from gatta.training.streaming import stream_dataset
 
     size = 16 if kind == "toy" else 32

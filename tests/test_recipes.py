@@ -1,4 +1,4 @@
-"""Named recipes (training/recipe.py): listed with their values, applied by --recipe, single
+"""Named recipes (model/recipe.py): listed with their values, applied by --recipe, single
 values overridden by explicit options, and recorded in every checkpoint."""
 
 import json

@@ -22,7 +22,7 @@ CLASSES = ["acorn", "bagel", "canoe", "daisy", "eel", "fiddle"]
 @pytest.fixture(scope="module")
 def resnet_server(tmp_path_factory):
     from gatta.serving.launcher import start_server
-    from gatta.training.checkpoint import save_checkpoint
+    from gatta.model.checkpoint import save_checkpoint
 
     from helpers import make_model
 

@@ -7,10 +7,10 @@ from click.testing import CliRunner
 
 from gatta.export.exporter import ExportOptions, export_checkpoint
 from gatta.export.verify import ExportError
-from gatta.training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from gatta.model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from gatta.training.cli import main as train_main
-from gatta.training.config import GattaConfig
-from gatta.training.model import GattaNet
+from gatta.model.config import GattaConfig
+from gatta.model.network import GattaNet
 from gatta.training.runs import checkpoint_and_images
 from gatta.training.shipping import REFERENCE_TOL, read_reference, ship_checkpoint
 

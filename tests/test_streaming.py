@@ -147,7 +147,7 @@ def test_auto_streams_resnet_training_and_memory_says_the_augmentation_is_the_to
     """A ResNet's augmentation is the random-resized crop + flip, which only streamed data gets."""
     from dataclasses import replace
 
-    from gatta.training.config import imagenet_preprocessing
+    from gatta.model.config import imagenet_preprocessing
     from gatta.training.data import ImageSet
     from gatta.training.runs import RunOptions, training_data
 
@@ -183,8 +183,8 @@ def test_the_decoded_sizes_quoted_are_the_arithmetic():
 
 
 def _toy_model(seed=0):
-    from gatta.training.config import GattaConfig
-    from gatta.training.model import GattaNet
+    from gatta.model.config import GattaConfig
+    from gatta.model.network import GattaNet
 
     torch.manual_seed(seed)
     return GattaNet(GattaConfig(num_classes=3, d=4, image_size=16, alpha_init=0.1))
@@ -213,8 +213,8 @@ DDP_SCRIPT = textwrap.dedent('''
     import faulthandler, json, os, sys
     import torch
     from gatta.decoder import Preprocessing
-    from gatta.training.config import GattaConfig
-    from gatta.training.model import GattaNet
+    from gatta.model.config import GattaConfig
+    from gatta.model.network import GattaNet
     from gatta.training.streaming import Pictures, StreamingSet, stream_dataset
     from gatta.training.train import FitOptions, dist_info, fit
 

@@ -33,8 +33,8 @@ def test_one_head_step_changes_only_head_parameters():
 
 
 def test_resnet_batchnorm_statistics_stay_frozen():
-    from gatta.training.config import GattaConfig
-    from gatta.training.model import GattaNet
+    from gatta.model.config import GattaConfig
+    from gatta.model.network import GattaNet
 
     model = GattaNet(GattaConfig(backbone="resnet18", num_classes=3, d=4, image_size=32,
                                  qk_batchnorm=True, gatta_layernorm=True))
@@ -129,7 +129,7 @@ def test_resnet_backbone_from_scratch_sgd_cosine(tmp_path):
     statistics and evaluation transform in the checkpoint."""
     import json
 
-    from gatta.training.checkpoint import load_checkpoint, read_checkpoint
+    from gatta.model.checkpoint import load_checkpoint, read_checkpoint
     from gatta.training.runs import RunOptions, train_backbone
 
     opts = RunOptions(data="synthetic:96:3", out=tmp_path / "r18", epochs=3, val_size=24, batch_size=16,

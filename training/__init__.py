@@ -1,8 +1,7 @@
-"""The GAttANet model and its training.
+"""Training GAttANets (the model itself is :mod:`gatta.model`).
 
-``config.GattaConfig`` describes a model; ``model.GattaNet`` builds it (``backbones`` cut the
-frozen CNN into stages at the attached layers, ``head.AttentionHead`` holds K, Q and alpha);
-``data`` loads datasets into memory; ``train.fit`` trains a backbone or a head;
-``checkpoint`` saves and loads self-describing checkpoints; ``evaluate`` and ``report`` run
-the paper's analyses; ``cli`` is ``gatta-train``.
+``data``, ``layouts`` and ``streaming`` load datasets (in memory or streamed); ``train.fit``
+trains a backbone or a head; ``runs`` turns a command's options into a run; ``evaluate``,
+``compare`` and ``report`` run the paper's analyses; ``shipping`` writes the shipped checkpoint;
+``cli`` is ``gatta-train``.
 """

@@ -17,12 +17,12 @@ require("torch", "train")
 
 import torch  # noqa: E402
 
-from .families import family_of  # noqa: E402
-from .checkpoint import CheckpointError  # noqa: E402
+from gatta.model.families import family_of  # noqa: E402
+from gatta.model.checkpoint import CheckpointError  # noqa: E402
 from .data import DataError  # noqa: E402
 from .evaluate import evaluation_table, run_evaluation  # noqa: E402
-from .model import GattaNet  # noqa: E402
-from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, RECIPES, head_config, named_recipe  # noqa: E402
+from gatta.model.network import GattaNet  # noqa: E402
+from gatta.model.recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, RECIPES, head_config, named_recipe  # noqa: E402
 
 EPOCHS_DEFAULT = 500  # the paper's "typically less than 500 epochs" for the toy model
 from .runs import HeadOptions, RunOptions, checkpoint_and_images, finetune as finetune_run, train_backbone, train_head  # noqa: E402
@@ -55,7 +55,7 @@ DEVICE_OPTION = click.option(
 
 
 def _backbone_name(ctx, param, value):
-    """A backbone name any family knows (training/families/); an unknown one gets one line."""
+    """A backbone name any family knows (model/families/); an unknown one gets one line."""
     if value is None:
         return value
     try:
@@ -71,7 +71,7 @@ BACKBONE_HELP = ("A torchvision classification builder (resnet18, efficientnet_b
 
 
 def with_recipe(stage: str):
-    """``--recipe NAME``: the named recipe's settings (training/recipe.py, ``gatta-train recipes``)
+    """``--recipe NAME``: the named recipe's settings (model/recipe.py, ``gatta-train recipes``)
     fill every option not given on the command line; the run records the name and the options
     that overrode it (checkpoint meta ``recipe`` and ``overrides``)."""
     def decorate(fn):
@@ -402,7 +402,7 @@ def summary(backbone, ckpt, num_classes, d, image_size, as_json):
     statistics included); attention_trainable is what the optimiser updates."""
     recipe = None
     if ckpt is not None:
-        from .checkpoint import load_checkpoint
+        from gatta.model.checkpoint import load_checkpoint
 
         model, meta = load_checkpoint(ckpt)
         backbone, d = model.config.backbone, model.config.d
@@ -432,7 +432,7 @@ def summary(backbone, ckpt, num_classes, d, image_size, as_json):
 def recipes(as_json):
     """The named recipes (--recipe NAME on gatta-train backbone / head) with their values, and
     each backbone family's defaults (what a run without --recipe uses)."""
-    from .families import FAMILIES
+    from gatta.model.families import FAMILIES
 
     named = [{"name": r.name, "stage": r.stage, "what": r.what, "settings": r.settings} for r in RECIPES.values()]
     families = [{"family": f.name, "backbone": vars(f.backbone_recipe), "backbone_epochs": f.backbone_epochs,

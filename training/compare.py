@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint
+from gatta.model.checkpoint import CheckpointError, load_checkpoint
 from .data import ImageSet
 from .evaluate import paired_bootstrap
-from .model import GattaNet
+from gatta.model.network import GattaNet
 from .runs import check_classes, load_data, split_data
 from .train import predict
 

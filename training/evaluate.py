@@ -8,7 +8,7 @@ import torch
 from gatta.lesion import full_pattern, parse_lesion, single_layer_patterns
 
 from .data import ImageSet
-from .model import GattaNet
+from gatta.model.network import GattaNet
 from .train import predict
 
 

@@ -16,7 +16,7 @@ from gatta.lesion import full_pattern, parse_lesion, single_layer_patterns
 
 from .data import ImageSet, batches
 from .evaluate import paired_bootstrap
-from .model import GattaNet
+from gatta.model.network import GattaNet
 from .train import predict
 
 NOISE_LEVELS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.1, 0.25)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
+from gatta.model.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
 from gatta.decoder import Preprocessing
 
-from .config import IMAGENET_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, GattaConfig, imagenet_preprocessing
-from .families import family_of
+from gatta.model.config import IMAGENET_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, GattaConfig, imagenet_preprocessing
+from gatta.model.families import family_of
 from .data import DataError, ImageSet, channel_stats, load_images, stratified_split, synthetic_images
-from .model import GattaNet
-from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, Recipe, recipe
+from gatta.model.network import GattaNet
+from gatta.model.recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, Recipe, recipe
 from .streaming import StreamingSet, choose_mode, stream_dataset
 from .train import FitOptions, fit
 

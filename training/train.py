@@ -22,10 +22,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .families import family_of
-from .checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint, save_checkpoint
+from gatta.model.families import family_of
+from gatta.model.checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint, save_checkpoint
 from .data import ImageSet, batches
-from .model import GattaNet
+from gatta.model.network import GattaNet
 from .streaming import epoch_plan
 
 

@@ -7,7 +7,7 @@ flows into the next stage. The work before the first attached layer is stage 0, 
 identical in every pass and therefore runs once.
 
 Which layers are attached, and how a family's CNN is cut into stages there, is described once per
-family in ``training/families/`` (the rule: ``training/attach.py``); the toy model is built here.
+family in ``model/families/`` (the rule: ``model/attach.py``); the toy model is built here.
 """
 
 from __future__ import annotations
@@ -94,12 +94,12 @@ def build_toy(num_classes: int, image_size: int = 32, dropout: float = 0.2,
     return StagedBackbone(stages, ["conv1", "conv2", "conv3", "dense1", "logits"])
 
 
-# Table 1's ResNet taps, the names ResNet checkpoints carry (training/families/resnet.py)
+# Table 1's ResNet taps, the names ResNet checkpoints carry (model/families/resnet.py)
 RESNET_TAPS = ["stem", "layer1", "layer2", "layer3", "avgpool", "logits"]
 
 
 def build_backbone(name: str, num_classes: int, image_size: int, weights=None) -> StagedBackbone:
-    """Any known backbone, by its family's description (training/families/). ``weights``: a
+    """Any known backbone, by its family's description (model/families/). ``weights``: a
     local state-dict file of the builder (nothing is downloaded)."""
     from .families import family_of
 

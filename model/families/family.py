@@ -1,6 +1,6 @@
 """What one backbone family is (:class:`Family`), and the generic way to build a member: the
 whole classifier is built, a user's weights are loaded into it under the builder's own names,
-then the graph is cut at the attach rule's nodes (:mod:`gatta.training.attach`)."""
+then the graph is cut at the attach rule's nodes (:mod:`gatta.model.attach`)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import torch
 
 from .families import family_of
 from .config import GattaConfig
-from .model import GattaNet
+from .network import GattaNet
 from .recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE
 
 FORMAT = "gattanet-checkpoint"

@@ -23,7 +23,7 @@ def imagenet_preprocessing(image_size: int = 224, crop_pct: float = IMAGENET_CRO
 
 @dataclass
 class GattaConfig:
-    backbone: str = "toy"  # a name its family knows (training/families/): toy, resnet18, timm:convnext_atto...
+    backbone: str = "toy"  # a name its family knows (model/families/): toy, resnet18, timm:convnext_atto...
     num_classes: int = 10
     class_names: list[str] = field(default_factory=list)
     image_size: int = 32  # square input side the model expects, pixels

@@ -1,6 +1,6 @@
 """Every backbone family the head attaches to, each described once (timm's ``PretrainedCfg`` +
 ``register_model`` in spirit). A :class:`Family` says how to build a member, where the head
-attaches (its trunk and stem; :mod:`gatta.training.attach` applies the rule), how a member's
+attaches (its trunk and stem; :mod:`gatta.model.attach` applies the rule), how a member's
 pictures are prepared, which recipes and key size it trains with, and how a user's state dict
 loads into it. Everything that used to be decided by a backbone's name is a lookup here.
 

@@ -44,7 +44,7 @@ DEFAULT_SPLIT_SEED = 0
 
 def recipe(stage: str, backbone: str) -> Recipe:
     """The defaults for ``stage`` (backbone, head, joint, finetune-backbone) on ``backbone``, from
-    its family's description (training/families/)."""
+    its family's description (model/families/)."""
     from .families import family_of
 
     family = family_of(backbone)
