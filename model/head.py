@@ -96,6 +96,21 @@ class AttentionHead(nn.Module):
             shift = shift + norm.bias
         return scale, shift
 
+    def _stacked_queries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """[sum C_i, d] and [d]: q_avg = concat(layer means) @ weight + bias. Each layer's rows
+        are divided by the number of layers (the mean over layers) and a dense layer's also by its
+        width (eq. 2's mean over its units). Parameters only: the exporter folds it to one
+        initializer."""
+        layers = len(self.taps)
+        weight = torch.cat([lin.weight.t() / (layers * (1 if tap.kind == "conv" else tap.channels))
+                            for lin, tap in zip(self.queries, self.taps)], 0)
+        return weight, torch.stack([lin.bias for lin in self.queries]).mean(0)
+
+    def _stacked_keys(self) -> torch.Tensor:
+        """[d, sum C_i + L]: every K_i side by side, then every key bias b_i as a column, so that
+        q @ it gives each layer's K_i q and b_i . q at once."""
+        return torch.cat([lin.weight for lin in self.keys] + [torch.stack([lin.bias for lin in self.keys], 1)], 1)
+
     def _use_maps(self) -> bool:
         if self.materialize is not None:
             return self.materialize
@@ -107,15 +122,12 @@ class AttentionHead(nn.Module):
         if self._use_maps():
             queries = self._project_all(acts, self.queries, getattr(self, "query_norm", None))
             return torch.stack([q.mean(1) for q in queries], 0).mean(0)
-        per_layer = []
-        for i, (x, tap) in enumerate(zip(acts, self.taps)):
-            lin = self.queries[i]
-            if tap.kind == "conv":
-                q_mean = x.mean((2, 3)) @ lin.weight.t() + lin.bias
-            else:  # the tap's static width, not x.shape: no shape arithmetic in the exported graph
-                q_mean = (x @ lin.weight.t()) / tap.channels + lin.bias
-            per_layer.append(q_mean)
-        q_avg = torch.stack(per_layer, 0).mean(0)
+        # One matmul for every layer: the layer means side by side times the stacked projections
+        # (``_stacked_queries``). The exported graph gets one Concat and one Gemm instead of a
+        # projection, a bias and a reshape per layer and a mean over them.
+        means = [x.mean((2, 3)) if tap.kind == "conv" else x for x, tap in zip(acts, self.taps)]
+        weight, bias = self._stacked_queries()
+        q_avg = torch.cat(means, 1) @ weight + bias
         if self.qk_batchnorm:  # eval-mode batch norm is affine: it commutes with both means
             scale, shift = self._bn_affine(self.query_norm)
             q_avg = q_avg * scale + shift
@@ -132,13 +144,13 @@ class AttentionHead(nn.Module):
         if self.qk_batchnorm:  # k' = k * s + t  ->  k' . q = k . (s q) + t . q
             scale, shift = self._bn_affine(self.key_norm)
             q = q_avg * scale
+        # K_i q for every layer and every b_i . q in one matmul, then split per layer
+        sizes = [tap.channels for tap in self.taps]
+        directions, offsets = (q @ self._stacked_keys()).split([sum(sizes), len(sizes)], 1)
+        if shift is not None:
+            offsets = offsets + q_avg @ shift.unsqueeze(-1)
         out = []
-        for i, (x, tap) in enumerate(zip(acts, self.taps)):
-            lin = self.keys[i]
-            v = q @ lin.weight  # [B, C]: K_i q
-            offset = q @ lin.bias.unsqueeze(-1)  # [B, 1]: b_i . q
-            if shift is not None:
-                offset = offset + q_avg @ shift.unsqueeze(-1)
+        for x, tap, v, offset in zip(acts, self.taps, directions.split(sizes, 1), offsets.split(1, 1)):
             if tap.kind == "conv" and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1:
                 b, c, h, w = x.shape
                 g = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), v.unsqueeze(-1)).reshape(b, h, w)
@@ -180,7 +192,7 @@ class AttentionHead(nn.Module):
 
     @staticmethod
     def modulate(x: torch.Tensor, gatta: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-        """Eq. 5: ``x * (1 + gain * gatta)`` with ``gain = alpha_i * mask_i`` per image [B]."""
+        """Eq. 5: ``x * (1 + gain * gatta)`` with ``gain = alpha_i * mask_i`` per image ([B] or [B, 1])."""
         scale = gain.view(-1, *([1] * (gatta.dim() - 1))) * gatta
         if x.dim() == 4:
             scale = scale.unsqueeze(1)

@@ -110,6 +110,7 @@ class GattaNet(nn.Module):
         # each step restarts from its unmodulated output, so its modulation never compounds.
         stage0 = acts[0]
 
+        layer_gains = gains.split(1, 1)  # one Split in the exported graph, not a Gather per layer
         for _ in range(self.config.iterations):
             q_avg = self.head.global_query(acts)
             if query_bias is not None:
@@ -122,7 +123,7 @@ class GattaNet(nn.Module):
             for i, stage in enumerate(stages):
                 if i > 0:
                     h = stage(h)
-                h = self.head.modulate(h, gattas[i], gains[:, i])
+                h = self.head.modulate(h, gattas[i], layer_gains[i])
                 new_acts.append(h)
             acts = new_acts
 
