@@ -51,13 +51,13 @@ def analytic_floor(model) -> tuple[float, float]:
     return (passes * sum(macs) - (passes - 1) * macs[0]) / sum(macs), macs[0] / sum(macs)
 
 
-def second_pass_rounds(models: dict, batch: int = 256, rounds: int = 10, reps: int = 3, seed: int = 0) -> dict:
+def second_pass_rounds(models: dict, batch: int = 64, rounds: int = 10, reps: int = 7, seed: int = 0) -> dict:
     """Time of each GAttANet graph over its baseline graph under ONNX Runtime's default session
     options, per round (each round runs every graph once, order flipped every other round).
     ``models``: label -> GattaNet; the baseline graph is the first model's backbone."""
     import onnxruntime as ort
 
-    from .interleaved import spread
+    from .interleaved import spread, timed_block
 
     tmp = Path(tempfile.mkdtemp())
     first = next(iter(models.values()))
@@ -75,12 +75,7 @@ def second_pass_rounds(models: dict, batch: int = 256, rounds: int = 10, reps: i
     times: dict[str, list[float]] = {k: [] for k in names}
     for r in range(rounds):
         for k in names if r % 2 == 0 else reversed(names):
-            runs = []  # a graph's first run after another graph's pays to bring its weights back
-            for _ in range(reps):
-                start = time.perf_counter()
-                sessions[k].run(None, x)
-                runs.append(time.perf_counter() - start)
-            times[k].append(statistics.median(runs))
+            times[k].append(timed_block(sessions[k], x, reps))
     out = {"batch": batch, "rounds": rounds, "reps": reps, "baseline_ms": spread([t * 1e3 for t in times["baseline"]]), "models": {}}
     for label, model in models.items():
         floor, _ = analytic_floor(model)
