@@ -87,12 +87,16 @@ def _count_or_auto(ctx, param, value):
 @click.option("--tensorrt-fp16", is_flag=True, help="onnxruntime flavour: enable the TensorRT FP16 execution accelerator.")
 @click.option("--no-encoded", is_flag=True, help="Skip the encoded-image (JPEG/PNG bytes) preprocessing ensemble.")
 @click.option("--no-dynamic-batching", is_flag=True, help="Leave Triton's dynamic batcher off (for A/B benchmarks).")
+@click.option("--max-queue-delay-us", "queue_delay_us", type=click.IntRange(min=0), default=200, show_default=True,
+              help="How long Triton's dynamic batcher holds a request for others to join its batch, in "
+                   "microseconds. A lone request waits this long; under load, requests that queue while a batch "
+                   "runs are batched anyway.")
 @click.option("--force", is_flag=True,
               help="Replace this model's existing version; or, when NAME holds a model of another signature "
                    "(classes, input size, layers, flavour), replace that model with all its versions. Never "
                    "touches other models' folders.")
 def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, device, threads, instances, tensorrt_fp16,
-         no_encoded, no_dynamic_batching, force):
+         no_encoded, no_dynamic_batching, queue_delay_us, force):
     """Export a GAttANet checkpoint as one static ONNX graph (both passes unrolled, optional
     lesion mask), verify it against PyTorch, and write a Triton model repository.
 
@@ -111,7 +115,8 @@ def main(ckpt, out, name, version, max_batch, opset, fp16, baseline, flavour, de
     opts = ExportOptions(out=out, name=name, version=version, max_batch=max_batch, opset=opset, fp16=fp16,
                          baseline=baseline, flavour=flavour, force=force, threads=threads,
                          tensorrt_fp16=tensorrt_fp16, encoded=not no_encoded,
-                         dynamic_batching=not no_dynamic_batching, instances=instances, device=device)
+                         dynamic_batching=not no_dynamic_batching, queue_delay_us=queue_delay_us, instances=instances,
+                         device=device)
     if conflict := onnxruntime_conflict():
         click.echo(f"warning: {conflict}", err=True)
     try:

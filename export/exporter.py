@@ -49,6 +49,7 @@ class ExportOptions:
     tensorrt_fp16: bool = False
     encoded: bool = True  # also write the encoded-bytes preprocessing ensemble
     dynamic_batching: bool = True
+    queue_delay_us: int = 200  # Triton's dynamic batcher: how long a request may wait for others
     instances: int | str = "auto"  # Triton model instances (auto: one per core, at most 4, on CPU)
     device: str = "auto"  # python flavour: cpu | gpu | auto (gpu when this host has CUDA)
 
@@ -56,7 +57,8 @@ class ExportOptions:
         """What of these options reaches one flavour's Triton repository."""
         return RepositoryOptions(name=self.name, version=self.version, flavour=flavour, max_batch=self.max_batch,
                                  threads=self.threads, tensorrt_fp16=self.tensorrt_fp16, encoded=self.encoded,
-                                 dynamic_batching=self.dynamic_batching, instances=self.instances,
+                                 dynamic_batching=self.dynamic_batching, queue_delay_us=self.queue_delay_us,
+                                 instances=self.instances,
                                  device=resolve_device(self.device))
 
 

@@ -57,6 +57,7 @@ class RepositoryOptions:
     tensorrt_fp16: bool = False
     encoded: bool = True  # also write the encoded-bytes preprocessing ensemble
     dynamic_batching: bool = True
+    queue_delay_us: int = 200  # the dynamic batcher's wait for more requests to join a batch
     instances: int | str = AUTO  # Triton model instances (instance_group count), or auto
     warmup: bool = True  # onnxruntime flavour: one warm-up batch at load
     device: str = "cpu"  # python flavour: cpu (KIND_CPU) or gpu (KIND_GPU + configs/cpu.pbtxt)
@@ -149,7 +150,7 @@ def model_config(meta: ModelMetadata, opts: RepositoryOptions) -> mc.ModelConfig
     config.instance_group.add(count=resolve_instances(opts.instances, opts.flavour, opts.device),
                               kind=mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU)
     if opts.dynamic_batching:
-        config.dynamic_batching.max_queue_delay_microseconds = 200
+        config.dynamic_batching.max_queue_delay_microseconds = opts.queue_delay_us
     if native and opts.tensorrt_fp16:
         trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
         trt.parameters["precision_mode"] = "FP16"
@@ -176,7 +177,7 @@ def preprocess_config(meta: ModelMetadata, opts: RepositoryOptions) -> mc.ModelC
                             max_batch_size=opts.max_batch)
     _add_io(config, [contract.IMAGE_BYTES_SPEC, *meta.optional_inputs], meta.inputs, optional_ok=True)
     config.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
-    config.dynamic_batching.max_queue_delay_microseconds = 200
+    config.dynamic_batching.max_queue_delay_microseconds = opts.queue_delay_us
     params = triton_parameters(None, meta.inputs)
     params[contract.PARAM_IMAGE_SIZE] = str(meta.image_size)
     params[contract.PARAM_PREPROCESSING] = json.dumps(meta.preprocessing.to_dict())
