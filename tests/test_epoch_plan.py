@@ -1,4 +1,4 @@
-"""In-memory training follows streaming.epoch_plan: one rank sees the order and augmentation it
+"""In-memory training follows sampling.epoch_plan: one rank sees the order and augmentation it
 always saw, and DDP ranks take the same number of steps (unequal steps hang the ranks)."""
 
 import json

@@ -10,6 +10,7 @@ import tarfile
 import textwrap
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -17,7 +18,8 @@ from gatta.decoder import Preprocessing, decode_image
 from gatta.training import streaming
 from gatta.training.data import load_images
 from gatta.training.layouts import LayoutError, list_dataset
-from gatta.training.streaming import ShardedBatches, choose_mode, epoch_plan, stream_dataset
+from gatta.training.sampling import ShardedBatches, epoch_plan
+from gatta.training.streaming import choose_mode, stream_dataset
 
 from helpers import WNIDS, jpeg_bytes, tar_tree, tiny_imagenet, write_file
 
@@ -310,6 +312,14 @@ ORPHAN_SCRIPT = textwrap.dedent('''
 ''')
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs: exists and is not a zombie (reaped by no one yet)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process tree from /proc")
 def test_forkserver_workers_end_with_a_killed_rank(tmp_path):
     """A rank killed outright (SIGKILL, as the OOM killer does) takes its forkserver and
@@ -333,9 +343,9 @@ def test_forkserver_workers_end_with_a_killed_rank(tmp_path):
         rank.kill()
         rank.wait()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(streaming._alive(p) for p in helpers):
+    while time.monotonic() < deadline and any(_running(p) for p in helpers):
         time.sleep(0.5)
-    left = [p for p in helpers if streaming._alive(p)]
+    left = [p for p in helpers if _running(p)]
     for p in left:  # leave nothing behind, even when failing
         os.kill(p, signal.SIGKILL)
     assert not left, f"{len(left)} of {len(helpers)} helper processes outlived the rank"

@@ -7,12 +7,10 @@ DataLoader worker process, never the whole set at once.
   flip, as torchvision's references/classification); validation pictures the model's
   evaluation transform through the one decoder (:mod:`gatta.decoder`), exactly as the client
   and the server see them.
-- :class:`ShardedBatches`: a DistributedSampler-style split under ``torchrun``: seeded, every
-  picture exactly once per epoch across ranks, the same number of steps on every rank,
-  ``set_epoch``. The order depends only on (seed, epoch), and each picture's augmentation on
-  (seed, epoch, picture), so a run resumed at an epoch boundary sees the pictures and crops an
-  uninterrupted run would (dropout is another matter: docs/data.md, Resuming), and the result
-  does not depend on the number of workers.
+- each epoch's batches come from :func:`~gatta.training.sampling.epoch_plan` (training/sampling.py),
+  as in memory; each picture's augmentation is seeded by (seed, epoch, picture), so a run
+  resumed at an epoch boundary sees the crops an uninterrupted run would and the result does
+  not depend on the number of workers.
 - :func:`choose_mode`: in memory (decoded once, training/data.py) or streamed, by a flag, by
   the augmentation (ResNet training streams) or by the decoded size.
 """
@@ -29,13 +27,15 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import psutil
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from gatta.decoder import INTERPOLATIONS, Preprocessing, decode_image, open_image
 
 from .layouts import LayoutError, Listing, is_plain_tar, list_dataset
+from .sampling import ShardedBatches
 
 DATA_MODES = ("auto", "memory", "stream")
 # auto streams a dataset whose pictures, decoded at the model's input size as uint8, would take
@@ -128,47 +128,7 @@ class Pictures(Dataset):
         return torch.from_numpy(arr), int(self.listing.labels[i])
 
 
-# -- the split across ranks -------------------------------------------------------------------
-def epoch_plan(indices: torch.Tensor, epoch: int, seed: int, batch_size: int, rank: int = 0,
-               world: int = 1, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-    """This rank's batches for one epoch, in memory and streamed. The epoch's order is a
-    ``randperm`` seeded by seed * 100003 + epoch (drawn from ``generator`` when given: the
-    in-memory path goes on drawing its augmentation from it). Each step takes
-    ``batch_size * world`` pictures and deals them out ``[rank::world]``. A last step too small
-    to give every rank a picture joins the one before, so all ranks take the same number of
-    steps (DDP hangs otherwise) and every picture is seen exactly once. One rank: the order in
-    batches of ``batch_size``."""
-    if len(indices) < world:
-        raise ValueError(f"{len(indices)} training images cannot be shared by {world} ranks")
-    g = (generator or torch.Generator()).manual_seed(seed * 100003 + epoch)
-    order = indices[torch.randperm(len(indices), generator=g)]
-    step = batch_size * world
-    steps = max(1, math.ceil(len(order) / step))
-    if steps > 1 and len(order) - (steps - 1) * step < world:
-        steps -= 1
-    bounds = [k * step for k in range(steps)] + [len(order)]
-    return [order[a:b][rank::world] for a, b in zip(bounds, bounds[1:])]
-
-
-class ShardedBatches(Sampler):
-    """Batch sampler over ``indices`` for one rank (see :func:`epoch_plan`); call
-    ``set_epoch`` before each epoch, as with ``DistributedSampler``."""
-
-    def __init__(self, indices: torch.Tensor, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0):
-        self.indices, self.batch_size, self.rank, self.world, self.seed = indices, batch_size, rank, world, seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[list[int]]:
-        plan = epoch_plan(self.indices, self.epoch, self.seed, self.batch_size, self.rank, self.world)
-        return (batch.tolist() for batch in plan)
-
-    def __len__(self) -> int:
-        return len(epoch_plan(self.indices, self.epoch, self.seed, self.batch_size, self.rank, self.world))
-
-
+# -- DataLoader workers -------------------------------------------------------------------
 def worker_start_method() -> multiprocessing.context.BaseContext | None:
     """How DataLoader workers start: forked (PyTorch's default on Linux) in one process; from a
     forkserver under a process group. A rank holds the collective backend's threads (three beside
@@ -187,30 +147,23 @@ def worker_start_method() -> multiprocessing.context.BaseContext | None:
     return forkserver
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs: exists and is not a zombie (a killed rank whose parent has
-    not reaped it yet is one)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):  # no /proc: os.kill's answer stands
-        return True
-    return state != "Z"
-
-
 def follow_rank(rank_pid: int, worker_id: int, every_s: float = 1.0) -> None:
     """A worker_init_fn for forkserver workers: end the worker once the rank that reads it is
     gone. PyTorch's own watchdog watches the worker's parent, which is now the forkserver, and
     the forkserver outlives a rank killed outright (SIGKILL, the OOM killer) while its workers
     hold it open: without this, such a rank's workers and forkserver ran on."""
+    try:
+        rank = psutil.Process(rank_pid)
+    except psutil.NoSuchProcess:
+        os._exit(1)
+
     def watch():
-        while _alive(rank_pid):
-            time.sleep(every_s)
+        # a killed rank whose parent has not reaped it yet is a zombie: gone, for this purpose
+        try:
+            while rank.is_running() and rank.status() != psutil.STATUS_ZOMBIE:
+                time.sleep(every_s)
+        except psutil.NoSuchProcess:
+            pass
         os._exit(1)
     threading.Thread(target=watch, name="follow-rank", daemon=True).start()
 

@@ -26,7 +26,7 @@ from gatta.model.families import family_of
 from gatta.model.checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint, save_checkpoint
 from .data import ImageSet, batches
 from gatta.model.network import GattaNet
-from .streaming import epoch_plan
+from .sampling import epoch_plan
 
 
 @dataclass
@@ -251,7 +251,7 @@ def _resume(model: GattaNet, optimizer, opts: FitOptions, path: Path, rank: int)
 
 def _epoch_batches(data, train_idx: torch.Tensor, generator: torch.Generator, epoch: int, opts: FitOptions,
                    rank: int, world: int):
-    """(this rank's batches of epoch ``epoch``, their number), by streaming.epoch_plan in both
+    """(this rank's batches of epoch ``epoch``, their number), by sampling.epoch_plan in both
     modes: the same seeded order, the same number of steps on every rank. In memory: the
     paper's augmentation on the GPU/CPU batch, drawn from ``generator`` after the order;
     streamed: DataLoader workers decode and augment (training/streaming.py)."""
