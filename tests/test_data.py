@@ -43,6 +43,31 @@ def test_cifar10_pickle_layout(tmp_path):
     assert load_images(tmp_path, split="test").labels.tolist() == [0, 0, 0, 0]
 
 
+def test_one_rule_names_each_source_kind_for_every_loader(tmp_path):
+    """CIFAR pickles, folders, plain and compressed tars and synthetic data are told apart once
+    (layouts.source_kind); an image folder with a class called ``meta`` is a folder everywhere
+    (the streamed path's own CIFAR rule once took it for pickles and refused to stream it)."""
+    import tarfile
+
+    from gatta.training.layouts import source_kind
+    from gatta.training.streaming import choose_mode
+
+    cifar = tmp_path / "c" / "cifar-10-batches-py"
+    cifar.mkdir(parents=True)
+    (cifar / "data_batch_1").write_bytes(b"")
+    write_image_folder(tmp_path / "photos", n_per_class=2, classes=("meta", "ship"))
+    with tarfile.open(tmp_path / "p.tar", "w") as tar:
+        tar.add(tmp_path / "photos", arcname="photos")
+    with tarfile.open(tmp_path / "p.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "photos", arcname="photos")
+    kinds = {"synthetic:8": "synthetic", cifar: "cifar-pickles", cifar.parent: "cifar-pickles",
+             tmp_path / "photos": "folder", tmp_path / "p.tar": "tar", tmp_path / "p.tar.gz": "tar.gz",
+             tmp_path / "absent": None}
+    assert {k: source_kind(k) for k in kinds} == kinds
+    assert choose_mode(tmp_path / "photos", 16, "stream") == ("stream", None)
+    assert load_images(tmp_path / "photos").class_names == ["meta", "ship"]
+
+
 def test_image_folder_and_tar(tmp_path):
     import tarfile
 

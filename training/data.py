@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from gatta.decoder import DecodeError, Preprocessing, decode_image
 
-from .layouts import LayoutError, Listing, is_compressed_tar, is_plain_tar, list_dataset, read_compressed
+from .layouts import LayoutError, Listing, cifar_pickles, list_dataset, read_compressed, source_kind
 
 
 class DataError(ValueError):
@@ -82,7 +82,7 @@ def load_images(path: str | Path, image_size: int | Preprocessing | None = None,
     if not path.exists():
         raise DataError(f"data path {path} does not exist")
     stat = path.stat()
-    rules = "" if _cifar_pickles(path) else f"|listed{LISTING_RULES}"
+    rules = "" if source_kind(path) == "cifar-pickles" else f"|listed{LISTING_RULES}"
     # The name is (what is decoded, how)-(which version of the file): a source whose mtime changed
     # replaces its old array instead of adding a copy beside it (a 154 MB one per CIFAR-10
     # copy, and a dataset re-copied or re-extracted gets a new mtime each time).
@@ -113,26 +113,16 @@ def load_images(path: str | Path, image_size: int | Preprocessing | None = None,
     return data
 
 
-def _cifar_pickles(path: Path) -> Path | None:
-    """The folder holding CIFAR-10/100's python pickles, when ``path`` is or holds one."""
-    if not path.is_dir():
-        return None
-    for name in ("cifar-10-batches-py", "cifar-100-python"):
-        if (path / name).is_dir():
-            path = path / name
-    cifar10, cifar100 = (path / "data_batch_1").exists(), (path / "meta").exists() and (path / "train").is_file()
-    return path if cifar10 or cifar100 else None
-
-
 def _load_uncached(path: Path, image_size, split, workers, listing=None) -> ImageSet:
-    pickles = _cifar_pickles(path)
-    if pickles is not None:
+    kind = source_kind(path)
+    if kind == "cifar-pickles":
+        pickles = cifar_pickles(path)
         load = _load_cifar10_pickle if (pickles / "data_batch_1").exists() else _load_cifar100_pickle
         return load(pickles, split)
-    if not (path.is_dir() or is_plain_tar(path) or is_compressed_tar(path)):
+    if kind not in ("folder", "tar", "tar.gz"):
         raise DataError(f"{path}: not a directory, CIFAR pickle folder, .tar or .tar.gz of images")
     try:  # the streamed path's lister, so both modes see the same pictures and classes
-        read = read_compressed if is_compressed_tar(path) else list_dataset
+        read = read_compressed if kind == "tar.gz" else list_dataset
         listing = listing or read(path, "val" if split == "test" else split)
     except LayoutError as exc:
         raise DataError(str(exc)) from None

@@ -90,6 +90,39 @@ def is_plain_tar(path: Path) -> bool:
     return path.is_file() and path.name.endswith(".tar")
 
 
+def cifar_pickles(path: Path) -> Path | None:
+    """The folder holding CIFAR-10/100's python pickles, when ``path`` is or holds one."""
+    if not path.is_dir():
+        return None
+    for name in ("cifar-10-batches-py", "cifar-100-python"):
+        if (path / name).is_dir():
+            path = path / name
+    cifar10, cifar100 = (path / "data_batch_1").exists(), (path / "meta").exists() and (path / "train").is_file()
+    return path if cifar10 or cifar100 else None
+
+
+SOURCE_KINDS = ("synthetic", "cifar-pickles", "folder", "tar", "tar.gz")
+STREAMABLE = ("folder", "tar")  # read one picture at a time; the others are read whole
+
+
+def source_kind(source: str | Path) -> str | None:
+    """What a ``--data`` value is, by the one rule every loader follows: ``synthetic``
+    (``synthetic:N[:classes]``), ``cifar-pickles`` (CIFAR-10/100's python layout, or a folder
+    holding it), ``folder``, ``tar`` (plain), ``tar.gz``; None for anything else."""
+    if str(source).startswith("synthetic"):
+        return "synthetic"
+    path = Path(source)
+    if cifar_pickles(path) is not None:
+        return "cifar-pickles"
+    if path.is_dir():
+        return "folder"
+    if is_plain_tar(path):
+        return "tar"
+    if is_compressed_tar(path):
+        return "tar.gz"
+    return None
+
+
 def _scan(source: Path) -> tuple[list[str], dict[str, tuple[int, int]] | None, dict[str, bytes]]:
     """(file names, tar spans or None, small text files by name) of a folder or plain .tar."""
     texts: dict[str, bytes] = {}

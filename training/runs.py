@@ -19,6 +19,7 @@ from gatta.decoder import Preprocessing
 
 from gatta.model.config import IMAGENET_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, GattaConfig, imagenet_preprocessing
 from gatta.model.families import family_of
+from .layouts import source_kind
 from .data import DataError, ImageSet, channel_stats, load_images, stratified_split, synthetic_images
 from gatta.model.network import GattaNet
 from gatta.model.recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, Recipe, recipe
@@ -85,7 +86,7 @@ def load_data(spec: str, image_size: int | Preprocessing | None, workers: int = 
     ``test`` (the CIFAR test batch; the official ``val/`` of Tiny-ImageNet and ImageNet).
     ``random_crop``: the run trains on the random-resized crop + flip (auto streams it)."""
     prep = Preprocessing(image_size) if isinstance(image_size, int) else image_size
-    if spec.startswith("synthetic"):
+    if source_kind(spec) == "synthetic":
         if split != "train":
             raise DataError(f"{spec}: no {split} split in it (synthetic data is one set; "
                             "--split val scores the checkpoint's validation split)")

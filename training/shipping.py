@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from gatta.model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from .layouts import source_kind
 from gatta.model.reference import REFERENCE_TOL, Reference, against_reference, read_reference  # noqa: F401 (re-exported)
 
 HALF_PREFIX = "backbone."  # the frozen CNN: everything else is the trained head
@@ -61,10 +62,10 @@ def ship_checkpoint(src: str | Path, dst: str | Path, data: str | None = None, h
         raise CheckpointError(f"{src}: already shipped (its weights may be rounded); ship the training "
                               "checkpoint it came from")
     model, meta = load_checkpoint(src)
-    if data and not data.startswith("synthetic") and not Path(data).exists():
+    if data and source_kind(data) != "synthetic" and not Path(data).exists():
         raise FileNotFoundError(f"--data {data} does not exist")
     data = data or meta.data
-    if data and not data.startswith("synthetic") and Path(data).exists():
+    if data and source_kind(data) != "synthetic" and Path(data).exists():
         images, source = reference_pictures(src, data, probes, num_workers)
     else:
         size = model.config.image_size

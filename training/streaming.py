@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gatta.decoder import INTERPOLATIONS, Preprocessing, decode_image, open_image
 
-from .layouts import LayoutError, Listing, is_plain_tar, list_dataset
+from .layouts import STREAMABLE, LayoutError, Listing, list_dataset, source_kind
 from .sampling import ShardedBatches
 
 DATA_MODES = ("auto", "memory", "stream")
@@ -55,19 +55,17 @@ def choose_mode(source: str | Path, input_size: int, mode: str = "auto", split: 
     the streamed loader does, from the stored picture: ``auto`` streams it whenever it can."""
     if mode not in DATA_MODES:
         raise ValueError(f"data mode {mode!r}: choose one of {', '.join(DATA_MODES)}")
-    path = Path(source)
-    readable = path.is_dir() or is_plain_tar(path)
-    cifar = path.is_dir() and any((path / n).exists() for n in ("data_batch_1", "cifar-10-batches-py", "cifar-100-python", "meta"))
-    if mode == "stream" and (not readable or cifar):
+    streamable = source_kind(source) in STREAMABLE
+    if mode == "stream" and not streamable:
         raise LayoutError(f"{source}: --data-mode stream reads an image folder or a plain .tar; "
                           "use --data-mode memory for CIFAR pickles and .tar.gz files")
     if mode != "auto":
         return mode, None
-    if not readable or cifar:
+    if not streamable:
         return "memory", None
     if random_crop:
         return "stream", None
-    listing = list_dataset(path, split)
+    listing = list_dataset(source, split)
     decoded = len(listing) * 3 * input_size * input_size
     return ("stream" if decoded > MEMORY_LIMIT_BYTES else "memory"), listing
 
