@@ -85,6 +85,43 @@ def second_pass_rounds(models: dict, batch: int = 64, rounds: int = 10, reps: in
     return out
 
 
+# one member per family, the cheaper ones (VGG's 530 MB graph is left out: its export alone takes
+# minutes here); any torchvision or timm name works with scripts/bench_serving.py --families
+FAMILY_ROWS = ("resnet18", "convnext_tiny", "efficientnet_b0", "mobilenet_v3_large", "regnet_y_400mf", "densenet121")
+
+
+def calibrated_model(backbone: str, image_size: int = 224, num_classes: int = 1000, seed: int = 0):
+    """A random-weight GAttANet with the family's head recipe whose batch-norm statistics come
+    from a few random images, so activations stay in range (no overflow or denormals that
+    would time a different computation than trained weights do)."""
+    from gatta.model.network import GattaNet
+    from gatta.model.recipe import head_config
+
+    torch.manual_seed(seed)
+    model = GattaNet(head_config(backbone, num_classes=num_classes, image_size=image_size, alpha_init=0.1))
+    norms = [m for m in model.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the calibration batches
+    model.backbone.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model.forward_backbone(torch.rand(8, 3, image_size, image_size))
+    return model.eval()
+
+
+def family_rows(backbones=FAMILY_ROWS, image_size: int = 224, batch: int = 8, rounds: int = 5,
+                progress=lambda msg: None) -> dict:
+    """The second pass's cost per backbone family at ``image_size``: each family's GAttANet
+    graph over its own baseline graph (second_pass_rounds), against its analytic floor."""
+    out = {"image_size": image_size, "batch": batch, "rounds": rounds, "models": {}}
+    for name in backbones:
+        progress(f"second pass of {name} at {image_size} px ...")
+        rows = second_pass_rounds({name: calibrated_model(name, image_size)}, batch=batch, rounds=rounds)
+        out["models"][name] = {**rows["models"][name], "baseline_ms": rows["baseline_ms"]}
+    return out
+
+
 def measure(fns: dict, seconds: float, min_runs: int = 5) -> dict[str, float]:
     """Median seconds per call of each function, calls interleaved round-robin so machine
     noise hits every variant alike."""

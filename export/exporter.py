@@ -49,7 +49,7 @@ class ExportOptions:
     tensorrt_fp16: bool = False
     encoded: bool = True  # also write the encoded-bytes preprocessing ensemble
     dynamic_batching: bool = True
-    queue_delay_us: int = 200  # Triton's dynamic batcher: how long a request may wait for others
+    queue_delay_us: int = 0  # Triton's dynamic batcher: how long a request may wait for others
     instances: int | str = "auto"  # Triton model instances (auto: one per core, at most 4, on CPU)
     device: str = "auto"  # python flavour: cpu | gpu | auto (gpu when this host has CUDA)
 

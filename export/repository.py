@@ -57,7 +57,7 @@ class RepositoryOptions:
     tensorrt_fp16: bool = False
     encoded: bool = True  # also write the encoded-bytes preprocessing ensemble
     dynamic_batching: bool = True
-    queue_delay_us: int = 200  # the dynamic batcher's wait for more requests to join a batch
+    queue_delay_us: int = 0  # the dynamic batcher's wait for more requests to join a batch (0: batch what queued)
     instances: int | str = AUTO  # Triton model instances (instance_group count), or auto
     warmup: bool = True  # onnxruntime flavour: one warm-up batch at load
     device: str = "cpu"  # python flavour: cpu (KIND_CPU) or gpu (KIND_GPU + configs/cpu.pbtxt)

@@ -32,7 +32,7 @@ import psutil
 
 from gatta.bench.interleaved import (interleave, is_busy, latency_overhead, machine_load, ratios,
                                      spread)
-from gatta.bench.graphs import second_pass_rounds
+from gatta.bench.graphs import FAMILY_ROWS, family_rows, second_pass_rounds
 from gatta.bench.served import InProcess, Served, cpu_per_image
 from gatta.export.exporter import ExportOptions, export_checkpoint
 from gatta.model.checkpoint import load_checkpoint
@@ -48,9 +48,12 @@ def machine() -> str:
 
 
 def export_config(ckpt: Path, spec: str, out: Path) -> Path:
-    """``default``: gatta-export's defaults; ``IxT``: I instances x T ONNX Runtime threads."""
+    """``default``: gatta-export's defaults; ``IxT``: I instances x T ONNX Runtime threads;
+    ``qN``: the dynamic batcher waits N microseconds for a batch to fill."""
     opts = {"out": out, "flavour": "python"}
-    if spec != "default":
+    if spec.startswith("q"):
+        opts["queue_delay_us"] = int(spec[1:])
+    elif spec != "default":
         instances, threads = spec.split("x")
         opts.update(instances=int(instances), threads=int(threads))
     export_checkpoint(ckpt, ExportOptions(**opts))
@@ -80,8 +83,10 @@ def main():
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0, help="per window")
-    parser.add_argument("--configs", default="default,1x1,2x1",
-                        help="served configurations: default (export defaults) and INSTANCESxTHREADS")
+    parser.add_argument("--configs", default="default,q200,2x1",
+                        help="served configurations: default (export defaults), INSTANCESxTHREADS, qDELAY_US")
+    parser.add_argument("--families", default=",".join(FAMILY_ROWS),
+                        help="backbones whose second pass is timed at 224 px (comma-separated; empty: none)")
     parser.add_argument("--steps-ckpt", type=Path, action="append", default=[],
                         help="more checkpoints (e.g. a T=2 head on the same backbone) for the second-pass cost table")
     parser.add_argument("--resnet-ckpt", type=Path, default=None,
@@ -131,7 +136,7 @@ def main():
     finally:
         for s in served.values():
             s.stop()
-    say("second-pass cost: GAttANet / baseline graphs in-process, batch 256 ...")
+    say("second-pass cost: GAttANet / baseline graphs in-process, batch 64 ...")
     steps = {"shipped (T=1)": load_checkpoint(args.ckpt)[0]}
     for extra in args.steps_ckpt:
         m = load_checkpoint(extra)[0]
@@ -150,11 +155,12 @@ def main():
                              "ratio_b16_c8": ratios(windows, "resnet b16 c8", "resnet in-process b16"),
                              "b1_p50_ms": spread([float(np.median(w.latencies_ms)) for w in windows["resnet b1 c1"]]),
                              "b1_overhead_ms": latency_overhead(windows, "resnet b1 c1", "resnet in-process b1")}}
+    families = family_rows([f for f in args.families.split(",") if f], rounds=args.rounds, progress=say)
     load_end = machine_load()
     result = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "rounds": args.rounds, "seconds": args.seconds, "load_start": load_start, "load_end": load_end,
               "busy": is_busy(load_start) or is_busy(load_end), "configs": {}, "second_pass": second_pass,
-              "resnet": resnet}
+              "resnet": resnet, "families": families}
     result["in_process"] = {"b16": spread([w.per_s for w in windows["in-process b16"]]),
                             "b1_p50_ms": spread([float(np.median(w.latencies_ms)) for w in windows["in-process b1"]]),
                             "cpu_ms_per_image": cpu_per_image(windows["in-process b16"])}
@@ -220,9 +226,10 @@ def render(result: dict) -> str:
               ]
     sp = result.get("second_pass")
     if sp:
-        lines += ["## Cost of the second pass (in-process, ONNX Runtime defaults, batch 256)", "",
+        lines += [f"## Cost of the second pass (in-process, ONNX Runtime defaults, batch {sp['batch']})", "",
                   f"{sp['rounds']} rounds, each running the baseline graph and every GAttANet graph {sp.get('reps', 1)} "
-                  "times back to back (the median of those is the round's time); baseline "
+                  "times back to back after a moment of quiet and two untimed runs (the steady state of a server "
+                  "running one model; the median of those is the round's time); baseline "
                   f"{_range(sp['baseline_ms'], '{:.1f}')} ms a batch. Floor: T+1 passes minus the prefix (conv1) "
                   "that runs once, from the multiply-adds.", "",
                   "| model | GAttANet / baseline | analytic floor | median / floor |", "|---|---|---|---|"]
@@ -247,7 +254,22 @@ def render(result: dict) -> str:
         for label, m in rsp["models"].items():
             lines.append(f"| {label} | {_range(m['ratio'], '{:.2f}')}x | {m['floor']:.2f}x | {m['vs_floor']:.2f}x |")
         lines.append("")
-    lines += ["## GPU rows", "",
+    fam = result.get("families")
+    if fam and fam["models"]:
+        lines += [f"## Cost of the second pass per backbone family ({fam['image_size']} px, batch {fam['batch']})", "",
+                  f"Random weights with calibrated batch-norm statistics, each family's head recipe (d, batch norm, "
+                  f"layer norm) and the attach rule of docs/backbones.md; {fam['rounds']} rounds as above, each "
+                  "GAttANet graph over its own baseline graph. The floor: what must run twice (every stage after "
+                  "the first attached layer), from the multiply-adds.", "",
+                  "| backbone | baseline ms a batch | GAttANet / baseline | analytic floor | median / floor |",
+                  "|---|---|---|---|---|"]
+        for name, m in fam["models"].items():
+            lines.append(f"| {name} | {_range(m['baseline_ms'], '{:.1f}')} | {_range(m['ratio'], '{:.2f}')}x | "
+                         f"{m['floor']:.2f}x | {m['vs_floor']:.2f}x |")
+        lines.append("")
+    lines += ["Where the time beyond the floor goes, which ONNX Runtime release, and what a batch-1 request "
+              "spends where: [performance-analysis.md](performance-analysis.md).", "",
+              "## GPU rows", "",
               "Empty: no GPU machine has run these yet (the development machines have none). On one, "
               "`pytest -m requires_cuda` checks the GPU path; then compare in-process ONNX Runtime (CUDA provider) "
               "with Triton serving the shipped python flavour (`gatta-export --flavor python --device gpu`, "
