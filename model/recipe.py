@@ -86,7 +86,7 @@ class NamedRecipe:
     name: str
     stage: str  # the gatta-train command it is for: backbone, head or finetune
     what: str  # one line for `gatta-train recipes`
-    settings: dict
+    settings: dict  # every recipe names its augmentation (training/augment.py), held or streamed alike
 
 
 def _named(*recipes: NamedRecipe) -> dict[str, NamedRecipe]:
@@ -96,37 +96,41 @@ def _named(*recipes: NamedRecipe) -> dict[str, NamedRecipe]:
 RECIPES = _named(
     NamedRecipe("paper-toy-backbone", "backbone", "the paper's toy CNN: Adam 1e-3 constant, batch 128, "
                 "rotation/shift/flip, early stopping with patience 50, at most 500 epochs",
-                {"backbone": "toy", "epochs": 500, "patience": 50, "lr_schedule": "constant"}),
+                {"backbone": "toy", "epochs": 500, "patience": 50, "lr_schedule": "constant",
+                 "augmentation": "shift-rotate-flip"}),
     NamedRecipe("shipped-toy-backbone", "backbone", "the shipped CIFAR-10 backbone: the paper's, with the rate "
                 "decayed to 0 on a cosine over 150 epochs (run to the end), fp32",
-                {"backbone": "toy", "epochs": 150, "patience": 150, "lr_schedule": "cosine", "precision": "fp32"}),
+                {"backbone": "toy", "epochs": 150, "patience": 150, "lr_schedule": "cosine", "precision": "fp32",
+                 "augmentation": "shift-rotate-flip"}),
     NamedRecipe("paper-toy-head", "head", "the paper's d=16 toy head: Adam 1e-3, L2 1e-5 on K/Q, batch 128, "
                 "dropout 0.25 on keys/queries, patience 500, at most 500 epochs",
-                {"d": 16, "epochs": 500, "patience": 500}),
+                {"d": 16, "epochs": 500, "patience": 500, "augmentation": "shift-rotate-flip"}),
     NamedRecipe("shipped-toy-head", "head", "the shipped CIFAR-10 head: the paper's d=16 toy head, fp32, at most "
                 "100 epochs, patience 30 (the paper: 500)",
-                {"d": 16, "epochs": 100, "patience": 30, "precision": "fp32"}),
+                {"d": 16, "epochs": 100, "patience": 30, "precision": "fp32", "augmentation": "shift-rotate-flip"}),
     NamedRecipe("paper-resnet-head", "head", "the paper's ResNet head: d=8, Adam 3e-4, batch 8, batch norm on "
                 "keys/queries, layer norm on gatta, dropout 0.25, patience 1, at most 10 epochs, fp32",
-                {"d": 8, "epochs": 10, "patience": 1, "precision": "fp32"}),
+                {"d": 8, "epochs": 10, "patience": 1, "precision": "fp32", "augmentation": "random-resized-crop"}),
     NamedRecipe("tiny-imagenet-backbone", "backbone", "the shipped Tiny-ImageNet backbone: ResNet18 from "
                 "scratch at 64 px (whole picture at evaluation), SGD + Nesterov 0.1, batch 128, weight decay "
                 "5e-4, random-resized crop + flip, cosine over 8 epochs, 10,000-picture selection split",
                 {"backbone": "resnet18", "image_size": 64, "crop_pct": 1.0, "epochs": 8, "val_size": 10000,
-                 "data_mode": "stream", "precision": "fp32"}),
+                 "data_mode": "stream", "precision": "fp32", "augmentation": "random-resized-crop"}),
     NamedRecipe("tiny-imagenet-head", "head", "the shipped Tiny-ImageNet head: the paper's ResNet head with "
                 "at most 2 epochs (the budget that ended it), streamed",
-                {"d": 8, "epochs": 2, "patience": 1, "data_mode": "stream", "precision": "fp32"}),
+                {"d": 8, "epochs": 2, "patience": 1, "data_mode": "stream", "precision": "fp32",
+                 "augmentation": "random-resized-crop"}),
     NamedRecipe("toy-continuation", "finetune", "the continuation control on the toy: the backbone alone 8 more "
                 "epochs at 1e-4 (Adam, batch 128), the head kept",
-                {"what": "backbone", "epochs": 8, "lr": 1e-4}),
+                {"what": "backbone", "epochs": 8, "lr": 1e-4, "augmentation": "shift-rotate-flip"}),
     NamedRecipe("tiny-imagenet-continuation", "finetune", "the continuation control on the Tiny-ImageNet pair: "
                 "the backbone alone 2 more epochs (the head's) at SGD 0.01 constant, the head kept",
-                {"what": "backbone", "epochs": 2, "data_mode": "stream", "precision": "fp32"}),
+                {"what": "backbone", "epochs": 2, "data_mode": "stream", "precision": "fp32",
+                 "augmentation": "random-resized-crop"}),
     NamedRecipe("tiny-imagenet-backbone-80", "backbone", "the stronger Tiny-ImageNet backbone: as "
                 "tiny-imagenet-backbone over 80 epochs, bf16 autocast",
                 {"backbone": "resnet18", "image_size": 64, "crop_pct": 1.0, "epochs": 80, "val_size": 10000,
-                 "data_mode": "stream", "precision": "bf16"}),
+                 "data_mode": "stream", "precision": "bf16", "augmentation": "random-resized-crop"}),
 )
 
 

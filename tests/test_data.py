@@ -10,7 +10,8 @@ import torch
 
 from gatta.decoder import Preprocessing, decode_image
 from gatta.lesion import LesionError, parse_lesion, single_layer_patterns
-from gatta.training.data import DataError, augment, channel_stats, load_images, stratified_split
+from gatta.training.augment import augment
+from gatta.training.data import DataError, channel_stats, load_images, stratified_split
 from gatta.training.layouts import list_dataset
 
 from helpers import jpeg_bytes, tar_tree, tiny_imagenet, write_file, write_image_folder
@@ -85,7 +86,7 @@ def test_a_source_without_a_test_split_refuses_it(tmp_path):
     """gatta-train eval --split test must not score training pictures as if they were held out."""
     import tarfile
 
-    from gatta.training.runs import load_data
+    from gatta.training.data import load_dataset
 
     write_image_folder(tmp_path / "tree" / "train", n_per_class=2)
     with tarfile.open(tmp_path / "d.tar.gz", "w:gz") as tar:
@@ -93,7 +94,7 @@ def test_a_source_without_a_test_split_refuses_it(tmp_path):
     with pytest.raises(DataError, match=r"d\.tar\.gz: no test split in it"):
         load_images(tmp_path / "d.tar.gz", split="test")
     with pytest.raises(DataError, match="synthetic:16: no test split in it"):
-        load_data("synthetic:16", 16, split="test")
+        load_dataset("synthetic:16", 16, split="test")
 
 
 def test_memory_mode_lists_every_source_as_streaming_does(tmp_path):

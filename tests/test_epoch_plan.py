@@ -10,11 +10,13 @@ import textwrap
 import psutil
 import torch
 
-from gatta.training.data import ImageSet, batches, synthetic_images
+from gatta.training.augment import augment
+from gatta.training.data import synthetic_images
+from gatta.training.dataset import ImageSet
 from gatta.training.train import FitOptions, _epoch_batches
 
 
-def _epoch(data, n, batch_size, rank=0, world=1, augmentation=False, epoch=3):
+def _epoch(data, n, batch_size, rank=0, world=1, augmentation="none", epoch=3):
     opts = FitOptions(stage="head", out_dir=".", batch_size=batch_size, seed=7, augmentation=augmentation)
     out, steps = _epoch_batches(data, torch.arange(n), torch.Generator(), epoch, opts, rank, world)
     out = list(out)
@@ -26,8 +28,9 @@ def test_one_rank_sees_what_it_always_saw_and_ranks_take_equal_steps():
     data = synthetic_images(37, 4, 8)
     # one rank: the order and the augmented pixels of the loop before epoch_plan
     g = torch.Generator().manual_seed(7 * 100003 + 3)
-    before = list(batches(data, torch.randperm(37, generator=g), 8, generator=g, augmentation=True))
-    now = _epoch(data, 37, 8, augmentation=True)
+    order = torch.randperm(37, generator=g)
+    before = [(augment(data.images[idx].float().div_(255), g), data.labels[idx]) for idx in order.split(8)]
+    now = _epoch(data, 37, 8, augmentation="shift-rotate-flip")
     assert len(now) == len(before) == 5
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(now, before))
     # ranks: labels name the pictures; 9 on 2 ranks at batch 4 was 2 steps on rank 0, 1 on rank 1

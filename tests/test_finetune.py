@@ -33,7 +33,7 @@ def _changed(before: dict, after: dict) -> set[str]:
                                               ("backbone", ("backbone.",), ("head.",))])
 def test_finetune_trains_what_it_says(tmp_path, trained_pair, what, moves, stays):
     before = load_checkpoint(trained_pair)[0].state_dict()
-    run = RunOptions(data="synthetic:160:4", out=tmp_path / what, epochs=2, augmentation=False,
+    run = RunOptions(data="synthetic:160:4", out=tmp_path / what, epochs=2, augmentation="none",
                      batch_size=32)
     best = finetune(run, trained_pair, what)
     model, meta = load_checkpoint(tmp_path / what / "last.pt")
@@ -136,7 +136,7 @@ def test_bf16_training_step_tracks_fp32(tmp_path):
     for precision in ("fp32", "bf16"):
         fit(make_model(alpha=0.0), data, torch.arange(96), torch.arange(96, 128),
             FitOptions(stage="head", out_dir=tmp_path / precision, epochs=2, batch_size=32, lr=1e-2,
-                       augmentation=False, progress=False, precision=precision))
+                       augmentation="none", progress=False, precision=precision))
         losses[precision] = [json.loads(l)["train_loss"] for l in open(tmp_path / precision / "log.jsonl")]
     assert losses["fp32"] != losses["bf16"]  # autocast really ran in bf16
     for a, b in zip(losses["fp32"], losses["bf16"]):

@@ -16,7 +16,12 @@ def test_recipes_lists_each_named_recipe_with_its_values():
     out = run("recipes", "--json")
     assert out.exit_code == 0, out.output
     listed = {r["name"]: r for r in json.loads(out.output)["recipes"]}
-    assert listed["shipped-toy-head"]["settings"] == {"d": 16, "epochs": 100, "patience": 30, "precision": "fp32"}
+    assert listed["shipped-toy-head"]["settings"] == {"d": 16, "epochs": 100, "patience": 30, "precision": "fp32",
+                                                      "augmentation": "shift-rotate-flip"}
+    # every recipe names its augmentation: the one its backbone family trains with (the shipped
+    # CIFAR-10 pair in memory, the Tiny-ImageNet pair streamed, each as it was trained)
+    assert {r["settings"]["augmentation"] for n, r in listed.items() if "toy" in n} == {"shift-rotate-flip"}
+    assert {r["settings"]["augmentation"] for n, r in listed.items() if "toy" not in n} == {"random-resized-crop"}
     assert listed["shipped-toy-backbone"]["settings"]["lr_schedule"] == "cosine"
     assert listed["paper-resnet-head"]["settings"]["patience"] == 1
     families = {f["family"]: f for f in json.loads(out.output)["families"]}

@@ -132,37 +132,36 @@ def test_data_mode_by_size_or_flag_and_memory_mode_reads_the_same_layouts(tmp_pa
 def test_auto_mode_lists_the_set_once(tmp_path, monkeypatch):
     """choose_mode's listing is handed on: streamed or decoded, the set is listed once."""
     from gatta.training import layouts
-    from gatta.training.data import ImageSet
-    from gatta.training.runs import load_data
+    from gatta.training.data import load_dataset
 
     tree = tiny_imagenet(tmp_path / "tiny")
     scans, scan = [], layouts._scan
     monkeypatch.setattr(layouts, "_scan", lambda source: scans.append(source) or scan(source))
     monkeypatch.setenv("GATTA_CACHE", str(tmp_path / "cache"))  # decoded here, not read from a cache
-    assert isinstance(load_data(str(tree), 16), ImageSet) and len(scans) == 1
+    assert load_dataset(str(tree), 16).held and len(scans) == 1
     monkeypatch.setattr(streaming, "MEMORY_LIMIT_BYTES", 0)
-    test_set = load_data(str(tree), 16, split="test")
-    assert isinstance(test_set, streaming.StreamingSet) and len(test_set) == 6 and len(scans) == 2
+    test_set = load_dataset(str(tree), 16, split="test")
+    assert not test_set.held and len(test_set) == 6 and len(scans) == 2
 
 
-def test_auto_streams_resnet_training_and_memory_says_the_augmentation_is_the_toy_models(tmp_path, capsys):
-    """A ResNet's augmentation is the random-resized crop + flip, which only streamed data gets."""
+def test_auto_streams_random_crop_training_and_memory_keeps_the_recipes_augmentation(tmp_path, capsys):
+    """A random-resized-crop run streams when it can (to crop the stored picture); held in
+    memory it keeps its augmentation, and nothing is said: the recipe chose it, not the path."""
     from dataclasses import replace
 
     from gatta.model.config import imagenet_preprocessing
-    from gatta.training.data import ImageSet
-    from gatta.training.runs import RunOptions, training_data
+    from gatta.training.runs import RunOptions, augmentation_of, training_data
 
     tree = tiny_imagenet(tmp_path / "tiny")
     assert choose_mode(tree, 16)[0] == "memory" and choose_mode(tree, 16, random_crop=True) == ("stream", None)
     prep, run = imagenet_preprocessing(16), RunOptions(data=str(tree), out=tmp_path / "run", num_workers=0)
-    assert isinstance(training_data(run, prep, "resnet18"), streaming.StreamingSet)
-    assert isinstance(training_data(run, 16, "toy"), ImageSet)  # the toy model's: by size, here in memory
-    assert isinstance(training_data(replace(run, augmentation=False), prep, "resnet18"), ImageSet)
+    assert not training_data(run, prep, "resnet18").held
+    assert training_data(run, 16, "toy").held  # shift-rotate-flip: by size, here in memory
+    assert training_data(replace(run, augmentation="none"), prep, "resnet18").held
+    assert training_data(replace(run, data_mode="memory"), prep, "resnet18").held
+    assert [augmentation_of(run, b) for b in ("toy", "resnet18")] == ["shift-rotate-flip", "random-resized-crop"]
+    assert augmentation_of(replace(run, augmentation="shift-rotate-flip"), "resnet18") == "shift-rotate-flip"
     assert capsys.readouterr().out == ""
-    assert isinstance(training_data(replace(run, data_mode="memory"), prep, "resnet18"), ImageSet)
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1 and "resnet18 trains on the toy model's augmentation" in out
 
 
 def test_the_decoded_sizes_quoted_are_the_arithmetic():
@@ -217,7 +216,8 @@ DDP_SCRIPT = textwrap.dedent('''
     from gatta.decoder import Preprocessing
     from gatta.model.config import GattaConfig
     from gatta.model.network import GattaNet
-    from gatta.training.streaming import Pictures, StreamingSet, stream_dataset
+    from gatta.training.dataset import Pictures
+    from gatta.training.streaming import stream_dataset
     from gatta.training.train import FitOptions, dist_info, fit
 
 
@@ -226,7 +226,7 @@ DDP_SCRIPT = textwrap.dedent('''
         worker's parent process). The
         worker knows where from its environment (a forkserver's child has not this script's argv)."""
         def __getitem__(self, i):
-            if self.augment:
+            if self.training:
                 with open(os.path.join(os.environ["SEEN_DIR"], f"seen-{os.environ['RANK']}-{os.getpid()}.jsonl"), "a") as fh:
                     fh.write(json.dumps([int(os.environ["RANK"]), self.epoch, i, os.getppid()]) + "\\n")
             return super().__getitem__(i)
@@ -238,7 +238,7 @@ DDP_SCRIPT = textwrap.dedent('''
         faulthandler.dump_traceback_later(150, exit=True, file=hang)  # a hang shows where, then fails
         rank, world = dist_info()
         data = stream_dataset(tree, Preprocessing(16), workers=2)
-        data.pictures = Logged
+        data.reader = Logged
         torch.manual_seed(0)
         model = GattaNet(GattaConfig(num_classes=3, d=4, image_size=16, alpha_init=0.1))
         train_idx = torch.tensor([i for i in range(len(data)) if i % 5])

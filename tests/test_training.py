@@ -53,10 +53,10 @@ def test_short_head_run_lowers_the_loss(tmp_path):
     # A backbone that already sees the classes a little: train its logits layer briefly.
     fit(model, data, torch.arange(160), torch.arange(160, 192),
         FitOptions(stage="backbone", out_dir=tmp_path / "b", epochs=1, batch_size=32, lr=5e-4,
-                   augmentation=False, progress=False))
+                   augmentation="none", progress=False))
     fit(model, data, torch.arange(160), torch.arange(160, 192),
         FitOptions(stage="head", out_dir=tmp_path / "h", epochs=4, batch_size=32, lr=1e-2,
-                   augmentation=False, progress=False, patience=10))
+                   augmentation="none", progress=False, patience=10))
     log = [json.loads(line) for line in open(tmp_path / "h" / "log.jsonl")]
     assert len(log) == 4
     assert log[-1]["train_loss"] < log[0]["train_loss"] - 0.01
@@ -96,7 +96,7 @@ def test_resume_continues_where_the_run_stopped(tmp_path):
 
     data = synthetic_images(96, 4, 16, seed=3)
     model = make_model(alpha=0.1)
-    opts = dict(stage="head", out_dir=tmp_path, batch_size=32, lr=1e-2, augmentation=False, progress=False)
+    opts = dict(stage="head", out_dir=tmp_path, batch_size=32, lr=1e-2, augmentation="none", progress=False)
     fit(model, data, torch.arange(64), torch.arange(64, 96), FitOptions(epochs=2, **opts))
     first = torch.load(tmp_path / "last.pt", weights_only=True)
     assert first["meta"]["epoch"] == 2 and "optimizer" in first
@@ -115,7 +115,7 @@ def test_resume_continues_where_the_run_stopped(tmp_path):
 
 def test_resume_applies_the_learning_rate_asked_for(tmp_path):
     data = synthetic_images(96, 4, 16, seed=3)
-    opts = dict(stage="head", out_dir=tmp_path, batch_size=32, augmentation=False, progress=False)
+    opts = dict(stage="head", out_dir=tmp_path, batch_size=32, augmentation="none", progress=False)
     fit(make_model(alpha=0.1), data, torch.arange(64), torch.arange(64, 96), FitOptions(epochs=1, lr=1e-2, **opts))
     fit(make_model(alpha=0.1), data, torch.arange(64), torch.arange(64, 96),
         FitOptions(epochs=2, lr=1e-3, resume=True, **opts))
@@ -133,7 +133,7 @@ def test_resnet_backbone_from_scratch_sgd_cosine(tmp_path):
     from gatta.training.runs import RunOptions, train_backbone
 
     opts = RunOptions(data="synthetic:96:3", out=tmp_path / "r18", epochs=3, val_size=24, batch_size=16,
-                      augmentation=False, precision="fp32")
+                      augmentation="none", precision="fp32")
     train_backbone(opts, "resnet18", image_size=32, crop_pct=1.0)
     rows = [json.loads(l) for l in (tmp_path / "r18" / "log.jsonl").read_text().splitlines()]
     assert [round(r["lr"], 6) for r in rows] == [0.1, 0.075, 0.025]

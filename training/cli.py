@@ -19,6 +19,7 @@ import torch  # noqa: E402
 
 from gatta.model.families import family_of  # noqa: E402
 from gatta.model.checkpoint import CheckpointError  # noqa: E402
+from .augment import AUGMENTATIONS  # noqa: E402
 from .data import DataError  # noqa: E402
 from .evaluate import evaluation_table, run_evaluation  # noqa: E402
 from gatta.model.network import GattaNet  # noqa: E402
@@ -116,17 +117,19 @@ def run_options(fn):
         click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs [backbone 50, toy head 500, ResNet head 1]."),
         click.option("--batch-size", type=int, default=None, help="[paper: 128 toy, 8 ResNet]"),
         click.option("--lr", type=float, default=None, help="Learning rate [paper: Adam 1e-3 toy, 3e-4 ResNet head; SGD 0.1 for a ResNet backbone]."),
-        click.option("--no-augment", is_flag=True, help="Disable augmentation (see --data-mode)."),
+        click.option("--augmentation", type=click.Choice(AUGMENTATIONS), default=None,
+                     help="Training augmentation, the same in memory and streamed [the backbone family's: toy "
+                          "shift-rotate-flip (the paper's), ImageNet-style CNNs random-resized-crop]."),
+        click.option("--no-augment", is_flag=True, help="Disable augmentation (--augmentation none)."),
         click.option("--seed", default=0, show_default=True),
         DEVICE_OPTION,
         click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)."),
         click.option("--num-workers", default=2, show_default=True,
                      help="Threads that decode images (streamed data: DataLoader worker processes per rank)."),
         click.option("--data-mode", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
-                     help="memory: decode every image once into RAM, augmented by the toy model's rotation, shift "
-                          "and flip; stream: read and decode per batch (image folders, plain .tar), augmented by a "
-                          "random-resized crop + flip, the ResNet's; auto: stream ResNet training and any set whose "
-                          "decoded pictures would pass 4 GiB."),
+                     help="memory: decode every image once into RAM; stream: read and decode per batch (image "
+                          "folders, plain .tar); either way the run's --augmentation. auto: stream random-resized-crop "
+                          "training (to crop the stored picture) and any set whose decoded pictures would pass 4 GiB."),
         click.option("--resume", is_flag=True, help="Continue from OUT/last.pt."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
                      help="bf16: mixed precision (autocast) for the training steps; validation stays fp32. auto: bf16 "
@@ -140,14 +143,14 @@ def run_options(fn):
     ]
 
     @functools.wraps(fn)
-    def with_run(*, data, out, val_size, split_seed, epochs, patience, batch_size, lr, no_augment, seed,
+    def with_run(*, data, out, val_size, split_seed, epochs, patience, batch_size, lr, augmentation, no_augment, seed,
                  device, threads, num_workers, data_mode, resume, precision, clip_grad, lr_schedule, **rest):
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(seed)  # head/backbone initialisation is reproducible
         recipe = click.get_current_context().meta.get("recipe", {})
         run = RunOptions(data=data, out=out, epochs=epochs, val_size=val_size, split_seed=split_seed,
-                         patience=patience, batch_size=batch_size, lr=lr, augmentation=not no_augment,
+                         patience=patience, batch_size=batch_size, lr=lr, augmentation="none" if no_augment else augmentation,
                          seed=seed, device=device, num_workers=num_workers, data_mode=data_mode, resume=resume,
                          precision=precision, clip_grad=clip_grad, schedule=lr_schedule,
                          recipe=recipe.get("name", ""), overrides=recipe.get("overrides", {}))

@@ -16,7 +16,8 @@ from gatta.model.checkpoint import CheckpointError, load_checkpoint
 from .data import ImageSet
 from .evaluate import paired_bootstrap
 from gatta.model.network import GattaNet
-from .runs import check_classes, load_data, split_data
+from .data import load_dataset
+from .runs import check_classes, split_data
 from .train import predict
 
 
@@ -67,7 +68,7 @@ def compare_checkpoints(specs: list[str], data: str, noise_sigma: float = 0.0, b
     """``compare`` for checkpoint specs (``PATH`` or ``PATH@T``) on their validation split of ``data``."""
     entries = [parse_entry(spec, device) for spec in specs]
     first = entries[0].model
-    dataset = load_data(data, first.config.preprocessing, num_workers)
+    dataset = load_dataset(data, first.config.preprocessing, num_workers)
     check_classes(dataset, data, first.config.num_classes, specs[0])
     indices = split_data(dataset, *entries[0].split)[1]
     return compare(entries, dataset, indices, batch_size, noise_sigma, device)

@@ -1,4 +1,5 @@
-"""Datasets decoded once into memory as uint8 tensors, seeded splits, batched augmentation.
+"""Datasets decoded once into memory as uint8 tensors, :func:`load_dataset` (in memory or
+streamed, one :class:`~gatta.training.dataset.ImageSet` either way), seeded splits.
 
 Supported sources (``load_images``):
 - CIFAR-10/100 in the official python-pickle layout (``cifar-10-batches-py/``,
@@ -15,37 +16,26 @@ large to decode into memory stream instead (training/streaming.py).
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import pickle
 import re
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from gatta.decoder import DecodeError, Preprocessing, decode_image
 
+from .dataset import ImageSet
 from .layouts import LayoutError, Listing, cifar_pickles, list_dataset, read_compressed, source_kind
+from .streaming import choose_mode, stream_dataset
 
 
 class DataError(ValueError):
     """A dataset path or content that cannot be used."""
-
-
-@dataclass
-class ImageSet:
-    images: torch.Tensor  # uint8 [N, 3, H, W]
-    labels: torch.Tensor  # int64 [N]
-    class_names: list[str]
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 def cache_dir() -> Path:
@@ -61,6 +51,37 @@ _LEGACY_NAME = re.compile(r"images-[0-9a-f]{16}\.npz")
 
 
 # -- loading ------------------------------------------------------------------------------
+def load_dataset(spec: str, image_size: int | Preprocessing | None, workers: int = 2, mode: str = "auto",
+                 split: str = "train", random_crop: bool = False) -> ImageSet:
+    """A dataset path, or ``synthetic:N[:classes]`` for generated smoke-test data, as an
+    :class:`ImageSet` held in memory or streamed (``mode``: memory, stream or auto, see
+    streaming.choose_mode); batches, augmentation and evaluation views are the same either way.
+    ``image_size``: the model's preprocessing, or an int for a squash to that square.
+    ``split``: ``train``, or ``test`` (the CIFAR test batch; the official ``val/`` of
+    Tiny-ImageNet and ImageNet). ``random_crop``: the run trains on the random-resized crop +
+    flip, which auto streams so that it crops the stored picture, not the held evaluation view.
+
+    >>> load_dataset("synthetic:64", 16).images.shape
+    torch.Size([64, 3, 16, 16])
+    """
+    prep = Preprocessing(image_size) if isinstance(image_size, int) else image_size
+    if source_kind(spec) == "synthetic":
+        if split != "train":
+            raise DataError(f"{spec}: no {split} split in it (synthetic data is one set; "
+                            "--split val scores the checkpoint's validation split)")
+        parts = spec.split(":")
+        n = int(parts[1]) if len(parts) > 1 else 512
+        classes = int(parts[2]) if len(parts) > 2 else 4
+        return replace(synthetic_images(n, classes, prep.input_size if prep else 32), prep=prep)
+    if prep is None:
+        return load_images(spec, prep, split=split, workers=workers)
+    folder = "val" if split == "test" else split  # the split layouts' held-out set is their val/
+    mode, listing = choose_mode(spec, prep.input_size, mode, folder, random_crop)  # listed once: handed on
+    if mode == "stream":
+        return stream_dataset(spec, prep, folder, workers, listing)
+    return load_images(spec, prep, split=split, workers=workers, listing=listing)
+
+
 def _decoding_key(image_size: int | Preprocessing | None) -> str:
     """What of the preprocessing changes decoded pixels; a bilinear squash keeps the key that
     a plain image size always had, so caches written before the record stay valid."""
@@ -79,6 +100,7 @@ def load_images(path: str | Path, image_size: int | Preprocessing | None = None,
     ``test`` (CIFAR's test batch, the official ``val/``). ``listing``: the source's listing of
     that split when already made (streaming.choose_mode), so it is not listed again."""
     path = Path(path)
+    prep = Preprocessing(image_size) if isinstance(image_size, int) else image_size  # held: the crop's interpolation
     if not path.exists():
         raise DataError(f"data path {path} does not exist")
     stat = path.stat()
@@ -92,12 +114,12 @@ def load_images(path: str | Path, image_size: int | Preprocessing | None = None,
     try:
         with np.load(cached, allow_pickle=False) as z:
             return ImageSet(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
-                            [str(c) for c in z["class_names"]])
+                            [str(c) for c in z["class_names"]], prep=prep)
     except FileNotFoundError:  # not cached yet, or another process pruned it
         pass
     except (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError):  # half-written or damaged: decode again
         pass
-    data = _load_uncached(path, image_size, split, workers, listing)
+    data = replace(_load_uncached(path, image_size, split, workers, listing), prep=prep)
     cached.parent.mkdir(parents=True, exist_ok=True)
     # One temporary file per process: ranks that decode the same source at once each write
     # their own and the last rename wins (same contents).
@@ -216,35 +238,3 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images, on the [0, 1] pixel scale."""
     x = images.float().div_(255)
     return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).tolist()
-
-
-def augment(x: torch.Tensor, generator: torch.Generator | None = None, rotation: float = 20.0,
-            shift: float = 0.2, flip: bool = True) -> torch.Tensor:
-    """The paper's augmentation on a float batch: rotation up to +-20 degrees, shifts up to
-    20% of width/height, horizontal flips; edges repeat the border pixel (Keras 'nearest')."""
-    b = x.shape[0]
-    dev = x.device
-    angle = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(rotation)
-    tx, ty = ((torch.rand(2, b, generator=generator) * 2 - 1) * shift * 2)  # grid spans 2
-    sx = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([torch.stack([cos * sx, -sin, tx], 1), torch.stack([sin * sx, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta.to(dev, x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def batches(data: ImageSet, indices: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
-            augmentation: bool = False, device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (float images in [0, 1] [B, 3, H, W], labels) over ``indices``, in their order
-    (callers shuffle the indices); ``generator`` drives the augmentation."""
-    if not isinstance(data, ImageSet):  # streamed (training/streaming.py): decoded as it is read
-        if augmentation:
-            raise ValueError("a streamed dataset augments in its DataLoader workers: use its train_batches")
-        yield from data.eval_batches(indices, batch_size, device)
-        return
-    for start in range(0, len(indices), batch_size):
-        idx = indices[start : start + batch_size]
-        x = data.images[idx].to(device, non_blocking=True).float().div_(255)
-        if augmentation:
-            x = augment(x, generator)
-        yield x, data.labels[idx].to(device)

@@ -14,7 +14,7 @@ import torch
 from gatta.contract import class_directions
 from gatta.lesion import full_pattern, parse_lesion, single_layer_patterns
 
-from .data import ImageSet, batches
+from .dataset import ImageSet
 from .evaluate import paired_bootstrap
 from gatta.model.network import GattaNet
 from .train import predict
@@ -37,7 +37,7 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
 @torch.no_grad()
 def collect_queries(model: GattaNet, data: ImageSet, indices: torch.Tensor, device="cpu") -> np.ndarray:
     model.eval()
-    out = [model(x, return_maps=True).q_avg.cpu() for x, _ in batches(data, indices, 256, device=device)]
+    out = [model(x, return_maps=True).q_avg.cpu() for x, _ in data.eval_batches(indices, 256, device)]
     return torch.cat(out).numpy()
 
 
@@ -52,7 +52,7 @@ def top_down_effect(model: GattaNet, data: ImageSet, indices: torch.Tensor, stre
     unit = keys / (keys * keys).sum(1, keepdim=True).clamp_min(1e-12)
     g = torch.Generator().manual_seed(seed)
     plain, toward, away, acc = [], [], [], {"plain": 0, "toward": 0, "away": 0}
-    for x, y in batches(data, indices, 256, device=device):
+    for x, y in data.eval_batches(indices, 256, device):
         wrong = (y + torch.randint(1, model.config.num_classes, y.shape, generator=g).to(y.device)) % model.config.num_classes
         for name, bias, store in (("plain", None, plain), ("toward", strength * unit[y], toward),
                                   ("away", strength * unit[wrong], away)):

@@ -8,7 +8,6 @@ layer over these; tests call them directly).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,11 +18,11 @@ from gatta.decoder import Preprocessing
 
 from gatta.model.config import IMAGENET_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, GattaConfig, imagenet_preprocessing
 from gatta.model.families import family_of
-from .layouts import source_kind
-from .data import DataError, ImageSet, channel_stats, load_images, stratified_split, synthetic_images
+from .augment import check_augmentation
+from .data import DataError, channel_stats, load_dataset, stratified_split
+from .dataset import ImageSet
 from gatta.model.network import GattaNet
 from gatta.model.recipe import DEFAULT_SPLIT_SEED, DEFAULT_VAL_SIZE, Recipe, recipe
-from .streaming import StreamingSet, choose_mode, stream_dataset
 from .train import FitOptions, fit
 
 
@@ -40,7 +39,7 @@ class RunOptions:
     batch_size: int | None = None
     lr: float | None = None
     l2: float | None = None
-    augmentation: bool = True
+    augmentation: str | None = None  # shift-rotate-flip, random-resized-crop or none; None: the family's
     seed: int = 0
     device: str = "cpu"
     num_workers: int = 2  # threads that decode images (streamed data: DataLoader worker processes)
@@ -78,41 +77,18 @@ class HeadOptions:
 
 
 # -- data ------------------------------------------------------------------------------------
-def load_data(spec: str, image_size: int | Preprocessing | None, workers: int = 2,
-              mode: str = "auto", split: str = "train", random_crop: bool = False) -> ImageSet | StreamingSet:
-    """A dataset path, or ``synthetic:N[:classes]`` for generated smoke-test data; in memory
-    or streamed (``mode``: memory, stream or auto, see streaming.choose_mode). ``image_size``:
-    the model's preprocessing, or an int for a squash to that square. ``split``: ``train``, or
-    ``test`` (the CIFAR test batch; the official ``val/`` of Tiny-ImageNet and ImageNet).
-    ``random_crop``: the run trains on the random-resized crop + flip (auto streams it)."""
-    prep = Preprocessing(image_size) if isinstance(image_size, int) else image_size
-    if source_kind(spec) == "synthetic":
-        if split != "train":
-            raise DataError(f"{spec}: no {split} split in it (synthetic data is one set; "
-                            "--split val scores the checkpoint's validation split)")
-        parts = spec.split(":")
-        n = int(parts[1]) if len(parts) > 1 else 512
-        classes = int(parts[2]) if len(parts) > 2 else 4
-        return synthetic_images(n, classes, prep.input_size if prep else 32)
-    if prep is None:
-        return load_images(spec, prep, split=split, workers=workers)
-    folder = "val" if split == "test" else split  # the split layouts' held-out set is their val/
-    mode, listing = choose_mode(spec, prep.input_size, mode, folder, random_crop)  # listed once: handed on
-    if mode == "stream":
-        return stream_dataset(spec, prep, folder, workers, listing)
-    return load_images(spec, prep, split=split, workers=workers, listing=listing)
+def augmentation_of(run: RunOptions, backbone: str) -> str:
+    """The run's augmentation: ``--augmentation`` (or its recipe's), else the backbone
+    family's (toy: shift-rotate-flip; ImageNet-style CNNs: random-resized-crop)."""
+    return check_augmentation(run.augmentation or family_of(backbone).augmentation)
 
 
-def training_data(run: RunOptions, image_size: int | Preprocessing, backbone: str) -> ImageSet | StreamingSet:
-    """A run's training set. A ResNet's augmentation is the random-resized crop + flip, which
-    only streamed data gets (cropped from the stored picture), so ``--data-mode auto`` streams
-    ResNet training; in memory a ResNet gets the toy model's augmentation, and one line says so."""
-    random_crop = run.augmentation and family_of(backbone).augmentation == "random-resized-crop"
-    dataset = load_data(run.data, image_size, run.num_workers, run.data_mode, random_crop=random_crop)
-    if random_crop and isinstance(dataset, ImageSet) and int(os.environ.get("RANK", "0")) == 0:
-        print(f"{run.data} in memory: {backbone} trains on the toy model's augmentation (rotation, shift and flip of "
-              "the evaluation crop), not the random-resized crop + flip of --data-mode stream", flush=True)
-    return dataset
+def training_data(run: RunOptions, image_size: int | Preprocessing, backbone: str) -> ImageSet:
+    """A run's training set, held or streamed: it gets the run's augmentation either way.
+    ``--data-mode auto`` streams a random-resized-crop run when the source can stream, so the
+    crop is of the stored picture (held pictures are the evaluation view)."""
+    random_crop = augmentation_of(run, backbone) == "random-resized-crop"
+    return load_dataset(run.data, image_size, run.num_workers, run.data_mode, random_crop=random_crop)
 
 
 def split_data(data: ImageSet, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,7 +109,7 @@ def checkpoint_and_images(ckpt, data: str, device: str = "cpu", num_workers: int
     split (``val``), every training image (``all``) or the held-out test set (``test``: CIFAR's
     test batch, the official ``val/`` folder of Tiny-ImageNet and ImageNet)."""
     model, meta = load_checkpoint(ckpt, device)
-    dataset = load_data(data, model.config.preprocessing, num_workers, mode, "test" if split == "test" else "train")
+    dataset = load_dataset(data, model.config.preprocessing, num_workers, mode, "test" if split == "test" else "train")
     check_classes(dataset, data, model.config.num_classes, ckpt)
     if split in ("all", "test"):
         return model, dataset, torch.arange(len(dataset))
@@ -150,8 +126,10 @@ def train_backbone(run: RunOptions, backbone: str = "toy", image_size: int = 32,
     if family_of(backbone).data_normalisation:
         dataset = training_data(run, image_size, backbone)
         train_idx, val_idx = split_data(dataset, run.val_size, run.split_seed)
-        mean, std = channel_stats(dataset.sample(train_idx) if isinstance(dataset, StreamingSet)
-                                  else dataset.images[train_idx])
+        # held: every training picture; streamed: a seeded 1,000 (all would be a pass over the set)
+        sample = train_idx if dataset.held else train_idx[torch.randperm(
+            len(train_idx), generator=torch.Generator().manual_seed(0))[:1000]]
+        mean, std = channel_stats(dataset.pictures(sample))
         extra = {"mean": mean, "std": std}
     else:
         prep = imagenet_preprocessing(image_size, crop_pct or IMAGENET_CROP_PCT)

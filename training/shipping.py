@@ -38,11 +38,7 @@ def reference_pictures(ckpt: Path, data: str, n: int, num_workers: int = 2) -> t
 
     _, dataset, val = checkpoint_and_images(ckpt, data, num_workers=num_workers)
     pick = val[torch.linspace(0, len(val) - 1, min(n, len(val))).round().long()]
-    if hasattr(dataset, "images"):  # in memory
-        images = dataset.images[pick]
-    else:
-        images = torch.cat([x.mul(255).round().to(torch.uint8) for x, _ in dataset.eval_batches(pick, n)])
-    return images, f"{len(pick)} validation images of {data}"
+    return dataset.pictures(pick), f"{len(pick)} validation images of {data}"
 
 
 @torch.no_grad()

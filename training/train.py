@@ -2,7 +2,7 @@
 
 Stages: ``backbone`` (the backbone alone), ``head`` (K, Q, alpha on a frozen backbone) and
 ``joint`` (backbone and head together, the paper's second open question). All share ``fit``:
-Adam (or SGD, with a cosine schedule, for ResNets from scratch), seeded shuffling, the paper's augmentation, per-epoch metrics to a
+Adam (or SGD, with a cosine schedule, for ResNets from scratch), seeded shuffling, the recipe's augmentation (training/augment.py), per-epoch metrics to a
 JSONL log, early stopping on validation accuracy, ``best.pt`` / ``last.pt`` checkpoints and
 ``--resume`` from ``last.pt``. Head training also runs data-parallel under ``torchrun``
 (gloo on CPU, nccl on GPU); only rank 0 writes files.
@@ -24,9 +24,9 @@ from torch import nn
 
 from gatta.model.families import family_of
 from gatta.model.checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint, save_checkpoint
-from .data import ImageSet, batches
+from .augment import check_augmentation
+from .dataset import ImageSet
 from gatta.model.network import GattaNet
-from .sampling import epoch_plan
 
 
 @dataclass
@@ -38,7 +38,7 @@ class FitOptions:
     lr: float = 1e-3
     l2: float = 0.0  # L2 penalty on K/Q weights (head) or all weights (backbone)
     patience: int = 50
-    augmentation: bool = True
+    augmentation: str | None = None  # training/augment.py's name; None: the model family's
     seed: int = 0
     device: str = "cpu"  # resolved already: see ``resolve_device``
     resume: bool = False
@@ -184,7 +184,7 @@ def predict(model: GattaNet, data: ImageSet, indices: torch.Tensor, batch_size: 
     results: dict[str, list[torch.Tensor]] = {"baseline": [], "gattanet": []}
     for name in lesion_masks or {}:
         results[name] = []
-    for x, y in batches(data, indices, batch_size, device=device):
+    for x, y in data.eval_batches(indices, batch_size, device):
         if noise_sigma:
             x = x + noise_sigma * torch.randn(x.shape, generator=g).to(device)
         out = model(x)
@@ -202,7 +202,7 @@ def _validate(model: GattaNet, data: ImageSet, val_idx: torch.Tensor, opts: FitO
     shard = val_idx[rank::world]
     loss_sum = correct = base_correct = 0.0
     with torch.no_grad():
-        for x, y in batches(data, shard, 512, device=opts.device):
+        for x, y in data.eval_batches(shard, 512, opts.device):
             x = x.contiguous(memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format)
             if opts.stage == "backbone":
                 logits = base = model.forward_backbone(x)
@@ -249,18 +249,13 @@ def _resume(model: GattaNet, optimizer, opts: FitOptions, path: Path, rank: int)
     return _Progress(meta.epoch + 1, meta.best, meta.stale)
 
 
-def _epoch_batches(data, train_idx: torch.Tensor, generator: torch.Generator, epoch: int, opts: FitOptions,
-                   rank: int, world: int):
-    """(this rank's batches of epoch ``epoch``, their number), by sampling.epoch_plan in both
-    modes: the same seeded order, the same number of steps on every rank. In memory: the
-    paper's augmentation on the GPU/CPU batch, drawn from ``generator`` after the order;
-    streamed: DataLoader workers decode and augment (training/streaming.py)."""
-    if not isinstance(data, ImageSet):
-        return data.train_batches(train_idx, epoch, opts.seed, opts.batch_size, rank, world,
-                                  opts.augmentation, opts.device)
-    plan = epoch_plan(train_idx, epoch, opts.seed, opts.batch_size, rank, world, generator)
-    return ((x, y) for idx in plan for x, y in batches(data, idx, len(idx), generator, opts.augmentation,
-                                                      opts.device)), len(plan)
+def _epoch_batches(data: ImageSet, train_idx: torch.Tensor, generator: torch.Generator, epoch: int,
+                   opts: FitOptions, rank: int, world: int):
+    """(this rank's batches of epoch ``epoch``, their number): sampling.epoch_plan's seeded
+    order, the same number of steps on every rank, and the run's augmentation, held or streamed
+    alike (training/dataset.py); ``shift-rotate-flip`` draws from ``generator`` after the order."""
+    return data.train_batches(train_idx, epoch, opts.seed, opts.batch_size, rank, world, opts.augmentation,
+                              opts.device, generator)
 
 
 def _train_epoch(objective, model: GattaNet, params, optimizer, epoch_batches, epoch: int, opts: FitOptions,
@@ -305,8 +300,8 @@ def _print_epoch(stage: str, metrics: dict, improved: bool) -> None:
 
 def fit(model: GattaNet, data, train_idx: torch.Tensor, val_idx: torch.Tensor,
         opts: FitOptions) -> dict:
-    """Train ``opts.stage``'s parameters on ``data`` (an in-memory ImageSet or a
-    streaming.StreamingSet); returns the best epoch's metrics."""
+    """Train ``opts.stage``'s parameters on ``data`` (held or streamed); returns the best
+    epoch's metrics."""
     rank, world = dist_info()
     out = Path(opts.out_dir)
     if torch.device(opts.device).type == "cuda":
@@ -317,10 +312,11 @@ def fit(model: GattaNet, data, train_idx: torch.Tensor, val_idx: torch.Tensor,
     torch.manual_seed(opts.seed)
     if opts.precision not in PRECISIONS:
         raise ValueError(f"precision {opts.precision!r}: choose one of {', '.join(PRECISIONS)}")
-    opts = replace(opts, precision=resolve_precision(opts.precision, opts.stage, opts.device,
-                                                     family_of(model.config.backbone).cpu_head_bf16))
-    if torch.device(opts.device).type == "cuda" and isinstance(data, ImageSet):  # page-locked: batches copy asynchronously
-        data = ImageSet(data.images.pin_memory(), data.labels, data.class_names)
+    family = family_of(model.config.backbone)
+    opts = replace(opts, precision=resolve_precision(opts.precision, opts.stage, opts.device, family.cpu_head_bf16),
+                   augmentation=check_augmentation(opts.augmentation or family.augmentation))
+    if torch.device(opts.device).type == "cuda" and data.held:  # page-locked: batches copy asynchronously
+        data = replace(data, images=data.images.pin_memory())
     model.to(opts.device)
     model.to(memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format)
     params = trainable_parameters(model, opts.stage)
