@@ -94,7 +94,8 @@ class ImageSet:
                       generator: torch.Generator | None = None):
         """(iterator of (float [B, 3, S, S] in [0, 1], labels), number of steps): this rank's
         share of epoch ``epoch`` (sampling.epoch_plan) with ``augmentation`` (augment.py;
-        ``shift-rotate-flip`` draws from ``generator`` after the order)."""
+        ``shift-rotate-flip`` draws from ``generator`` after the order). ``fit`` passes the
+        run's; the default is torchvision's ImageNet recipe, what scripts/bench_data.py times."""
         check_augmentation(augmentation)
         g = generator or torch.Generator()
         plan = epoch_plan(indices, epoch, seed, batch_size, rank, world, g)
