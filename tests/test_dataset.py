@@ -71,3 +71,23 @@ def test_load_dataset_gives_one_type_for_every_source_and_mode(photos):
     assert all(d.prep == prep for d in sets.values())  # the crop's size and interpolation: the model's
     with pytest.raises(ValueError, match="augmentation 'crop': choose one of shift-rotate-flip"):
         sets["photos", "memory"].train_batches(torch.arange(12), 1, 0, 4, augmentation="crop")
+
+
+def test_streamed_crops_are_the_ones_the_shipped_tiny_imagenet_pair_trained_on(photos):
+    """Streamed random-resized-crop training as it always was: the epoch's order from a
+    generator seeded by seed * 100003 + epoch, each picture cropped from the stored file with
+    an rng seeded by (seed, epoch, picture)."""
+    import numpy as np
+
+    from gatta.decoder import open_image
+    from gatta.training.augment import train_array
+
+    _, packed = photos
+    prep = imagenet_preprocessing(16, 1.0)
+    streamed = stream_dataset(packed, prep, workers=0)
+    x, y = _epoch(streamed, "random-resized-crop", epoch=3, seed=7)
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(7 * 100003 + 3))
+    crops = [open_image(streamed.listing.read(i), then=lambda img, i=i: train_array(
+        img, prep, np.random.default_rng([7, 3, i]))) for i in order.tolist()]
+    assert torch.equal(y, streamed.labels[order])
+    assert torch.equal(x, torch.from_numpy(np.stack(crops)).float().div(255))
