@@ -37,6 +37,11 @@ def summary_table(report) -> str:
         lines.append(f"out {spec.name:<18} {'B x ' + 'x'.join(map(str, spec.dims)):<15} {spec.dtype:<6} {note}")
     lines.append(f"\nverified against PyTorch: {ver['cases']} runs on {ver['images']} "
                  f"(tolerance abs {ver['tolerance']['abs']:.0e}, logits rel {ver['tolerance']['logits_rel']:.0e})")
+    if rounding := ver.get("fp32_rounding"):
+        judged = max(rounding["ort_vs_float64"], key=lambda k: rounding["ort_vs_float64"][k] / max(rounding["torch_fp32_vs_float64"][k], 1e-12))
+        lines.append(f"past that tolerance, judged against float64 (PyTorch FP32's own rounding): ONNX Runtime within "
+                     f"{rounding['factor']:g}x PyTorch FP32's distance on every output (closest call {judged}: "
+                     f"{rounding['ort_vs_float64'][judged]:.1e} vs {rounding['torch_fp32_vs_float64'][judged]:.1e})")
     if ref := ver.get("fp32_reference"):
         lines.append(f"verified against the FP32 model it was shipped from: logits rel {ref['logits_rel']:.1e}, "
                      f"probs abs {ref['probs_abs']:.1e}, top-1 {ref['top1_agree']}/{ref['n']} (limit 1e-02)")

@@ -11,10 +11,21 @@ ResNet18's two passes sum in a different order in ORT and reach ~1.3e-5 (random 
 tests/test_shipping.py), so 1e-5 would refuse sound ResNet exports. FP16 exports are compared
 with 1e-2 abs on probs and 1e-2 relative on logits and maps (half precision keeps ~3 decimal
 digits).
+
+Where an FP32 graph misses those figures, PyTorch's own FP32 answer may be what is off: deep
+networks accumulate rounding, and a layer-normed gatta map over a few hundred units turns it
+into 1e-4 (random-weight RegNet-X-400MF: PyTorch FP32 is itself 1.8e-4 from the float64 answer
+on its pre-logits map, ONNX Runtime 1.6e-4). Such a graph is then judged against a float64 run
+of the same model: it passes when ONNX Runtime is no further from float64 than 4x PyTorch FP32's
+own distance (plus 1e-6) on every output, and within 10x the figures above of PyTorch; the
+report carries both distances (docs/backbones.md, "Export"). Two sound FP32 runs differ in that
+distance by up to ~2.3x (measured); an export fault (a wrong operator, a dropped input) is off
+by orders of magnitude.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +37,8 @@ from gatta.contract import ModelMetadata
 
 FP32_TOL = {"abs": 1e-4, "logits_rel": 5e-5}
 FP16_TOL = {"abs": 1e-2, "logits_rel": 1e-2}
+# the float64 judgement of an FP32 graph that misses FP32_TOL (module docstring)
+ROUNDING_FACTOR, ROUNDING_FLOOR, ROUNDING_CEILING = 4.0, 1e-6, 10.0
 
 
 class ExportError(RuntimeError):
@@ -82,20 +95,25 @@ def torch_outputs(model, signature: ModelMetadata, feeds: dict[str, np.ndarray])
     return result
 
 
-def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], tol: dict) -> dict[str, float]:
-    """Per-output discrepancy (abs, or relative for logits); raises ExportError past tol."""
-    figures, failures = {}, []
+def discrepancies(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per-output discrepancy: max absolute difference, relative to max |reference| for logits."""
+    figures = {}
     for name, ref in reference.items():
         got = candidate[name]
         if got.shape != ref.shape:
             raise ExportError(f"output {name}: shape {got.shape} from ONNX Runtime, {ref.shape} from PyTorch")
-        diff = float(np.abs(got - ref).max()) if ref.size else 0.0
+        diff = float(np.abs(got.astype(ref.dtype) - ref).max()) if ref.size else 0.0
         if name == contract.LOGITS:
             diff /= max(float(np.abs(ref).max()), 1e-12)
-            limit = tol["logits_rel"]
-        else:
-            limit = tol["abs"]
         figures[name] = diff
+    return figures
+
+
+def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], tol: dict) -> dict[str, float]:
+    """Per-output discrepancy (abs, or relative for logits); raises ExportError past tol."""
+    figures, failures = discrepancies(reference, candidate), []
+    for name, diff in figures.items():
+        limit = tol["logits_rel"] if name == contract.LOGITS else tol["abs"]
         if not diff <= limit:  # also catches NaN
             failures.append(f"{name} {diff:.2e} > {limit:.0e}")
     if failures:
@@ -127,14 +145,15 @@ def verify_export(model, signature: ModelMetadata, onnx_path: Path, images: np.n
     """Run every case through PyTorch and ONNX Runtime: CPU provider with graph optimisations
     on and off, and the CUDA provider when it can run here. Returns the worst figure per
     output (overall and per provider) and the providers verified; raises ExportError with the
-    figures on mismatch."""
+    figures on mismatch. An FP32 graph that misses the figures is judged against float64
+    (``fp32_rounding``); the result then holds both distances under ``"fp32_rounding"``."""
     tol = FP16_TOL if fp16 else FP32_TOL
     sessions = {f"CPU, ORT optimisation {level}": ort_session(onnx_path, level) for level in ("all", "disable")}
     gpu, skipped = cuda_sessions(onnx_path)
     sessions.update(gpu)
     worst: dict[str, float] = {}
     by_provider: dict[str, dict[str, float]] = {}
-    cases = 0
+    cases, runs, failure = 0, [], None
     for label, feeds in verification_cases(signature, images):
         reference = torch_outputs(model, signature, feeds)
         for where, session in sessions.items():
@@ -142,11 +161,47 @@ def verify_export(model, signature: ModelMetadata, onnx_path: Path, images: np.n
             try:
                 figures = compare(reference, got, tol)
             except ExportError as exc:
-                raise ExportError(f"{exc} ({label}, {where})") from None
+                if fp16:
+                    raise ExportError(f"{exc} ({label}, {where})") from None
+                failure = failure or f"{exc} ({label}, {where})"
+                figures = discrepancies(reference, got)
+            runs.append((feeds, reference, got))
             cases += 1
             provider = CUDA if where == "CUDA" else CPU
             for k, v in figures.items():
                 worst[k] = max(worst.get(k, 0.0), v)
                 by_provider.setdefault(provider, {})[k] = max(by_provider.get(provider, {}).get(k, 0.0), v)
-    return {"tolerance": tol, "worst": worst, "worst_by_provider": by_provider, "cases": cases,
-            "providers": list(by_provider), "cuda_skipped": skipped}
+    result = {"tolerance": tol, "worst": worst, "worst_by_provider": by_provider, "cases": cases,
+              "providers": list(by_provider), "cuda_skipped": skipped}
+    if failure is not None:
+        result["fp32_rounding"] = fp32_rounding(model, signature, runs, worst, failure)
+    return result
+
+
+def fp32_rounding(model, signature: ModelMetadata, runs: list, worst: dict[str, float], failure: str) -> dict:
+    """ONNX Runtime's and PyTorch FP32's distances from a float64 run of ``model`` on the same
+    feeds, worst per output over ``runs`` ((feeds, PyTorch FP32 outputs, ONNX Runtime outputs)).
+    Raises ExportError (``failure`` and the figures) unless ONNX Runtime is no further from
+    float64 than ROUNDING_FACTOR x PyTorch's + ROUNDING_FLOOR on every output and ``worst``
+    (ONNX Runtime against PyTorch FP32) is within ROUNDING_CEILING x FP32_TOL."""
+    exact = copy.deepcopy(model).double()
+    ort_err: dict[str, float] = {}
+    torch_err: dict[str, float] = {}
+    answers: dict[int, dict] = {}
+    for feeds, reference, got in runs:
+        key = id(feeds)  # each case's feeds are shared by its sessions' runs
+        if key not in answers:
+            answers[key] = torch_outputs(exact, signature, {k: v.astype(np.float64) for k, v in feeds.items()})
+        for errors, candidate in ((ort_err, got), (torch_err, reference)):
+            for k, v in discrepancies(answers[key], candidate).items():
+                errors[k] = max(errors.get(k, 0.0), v)
+    worse = [f"{k} {ort_err[k]:.2e} vs PyTorch FP32's {torch_err[k]:.2e}" for k in ort_err
+             if not ort_err[k] <= ROUNDING_FACTOR * torch_err[k] + ROUNDING_FLOOR]
+    far = [f"{k} {v:.2e}" for k, v in worst.items()
+           if not v <= ROUNDING_CEILING * FP32_TOL["logits_rel" if k == contract.LOGITS else "abs"]]
+    if worse or far:
+        why = (f"further from float64 than {ROUNDING_FACTOR:g}x PyTorch FP32's rounding: {', '.join(worse)}" if worse
+               else f"past {ROUNDING_CEILING:g}x the FP32 tolerance: {', '.join(far)}")
+        raise ExportError(f"{failure}; ONNX Runtime is {why}")
+    return {"ort_vs_float64": ort_err, "torch_fp32_vs_float64": torch_err, "factor": ROUNDING_FACTOR,
+            "floor": ROUNDING_FLOOR, "first_miss": failure}

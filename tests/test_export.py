@@ -291,11 +291,8 @@ def _convs(module) -> int:
 
 
 # Not here, and why (docs/backbones.md, "Export"): vgg11_bn exports only where its adaptive pool
-# is a no-op (224 px: a 530 MB graph); random-weight regnet_x_400mf and mobilenet_v3_small miss
-# the tolerances at 64 px (RegNet: logits 2.3e-5 relative, pre-logits map 2.5e-4; MobileNetV3:
-# pre-logits map 2.8e-4; DenseNet-121: pre-logits map 1.04e-4), which trained weights have not
-# been tried against.
-EXPORT_UNTESTED = {"vgg11_bn", "regnet_x_400mf", "mobilenet_v3_small", "densenet121"}
+# is a no-op (224 px: a 530 MB graph).
+EXPORT_UNTESTED = {"vgg11_bn"}
 FAMILY_EXAMPLES = ["toy", "toy-wide", "resnet50",
                    *(name for f in __import__("gatta.model.families", fromlist=["FAMILIES"]).FAMILIES
                      for name in f.examples if not name.startswith("toy") and name not in EXPORT_UNTESTED)]
@@ -304,7 +301,12 @@ FAMILY_EXAMPLES = ["toy", "toy-wide", "resnet50",
 @pytest.mark.parametrize("backbone", FAMILY_EXAMPLES)
 def test_every_backbone_exports_and_verifies(tmp_path, backbone):
     """Each family's example exports both passes into one graph that ONNX Runtime runs like
-    PyTorch, with lesion masks and query_bias; a backbone that cannot export fails here."""
+    PyTorch, with lesion masks and query_bias; a backbone that cannot export fails here. Every
+    output is also held against a float64 run of the same model: ONNX Runtime may be no further
+    from it than 4x PyTorch FP32 is (plus 1e-6), so FP32 rounding is told from export faults."""
+    import copy
+
+    from gatta.export.verify import ROUNDING_FACTOR, ROUNDING_FLOOR, discrepancies
     from gatta.model.families import family_of
 
     family = family_of(backbone).name
@@ -317,10 +319,18 @@ def test_every_backbone_exports_and_verifies(tmp_path, backbone):
     layers = [t.name for t in model.taps]
     worst = report.verification["worst"]
     assert set(worst) == {"logits", "probs", "q_avg", *(f"gatta_{n}" for n in layers)}
-    # logits within 1e-5 relative on the toy and ResNet; the deeper families within the exporter's
-    # own 5e-5 (EfficientNet-B0 measured 1.9e-5: ORT's and PyTorch's kernels over ~80 layers)
-    assert worst["logits"] <= (1e-5 if family in ("toy", "resnet") else 5e-5)
-    assert max(v for k, v in worst.items() if k != "logits") <= 1e-4
+    if "fp32_rounding" not in report.verification:
+        # logits within 1e-5 relative on the toy and ResNet; the deeper families within the
+        # exporter's own 5e-5 (EfficientNet-B0 measured 1.9e-5: ORT's and PyTorch's kernels
+        # over ~80 layers, each about 1e-5 from float64)
+        assert worst["logits"] <= (1e-5 if family in ("toy", "resnet") else 5e-5)
+        assert max(v for k, v in worst.items() if k != "logits") <= 1e-4
+    else:
+        # judged against float64 (export/verify.py, fp32_rounding): the deep random-weight
+        # examples whose PyTorch FP32 answer is itself ~1e-4 from float64 on the layer-normed
+        # pre-logits map (measured: RegNet-X-400MF, MobileNetV3-small, DenseNet-121; EfficientNet-B0
+        # meets 1e-4 by a hair). The toy and ResNet examples meet the FP32 figures directly.
+        assert family not in ("toy", "resnet"), report.verification["fp32_rounding"]["first_miss"]
     path = tmp_path / "repo" / "gatta" / "1" / "model.onnx"
     ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
     stages = model.backbone.stages
@@ -337,9 +347,13 @@ def test_every_backbone_exports_and_verifies(tmp_path, backbone):
     x = rng.random((3, 3, size, size), dtype=np.float32)
     feeds = {"image": x, "lesion_mask": rng.integers(0, 2, (3, len(layers))).astype(np.float32),
              "query_bias": rng.normal(size=(3, 8)).astype(np.float32)}
-    figures = compare(torch_outputs(model, _sig(model), feeds), dict(zip(names, session.run(names, feeds))),
-                      {"abs": 1e-4, "logits_rel": 1e-5 if family in ("toy", "resnet") else 5e-5})
-    assert max(figures.values()) <= 1e-4
+    got = dict(zip(names, session.run(names, feeds)))
+    exact = torch_outputs(copy.deepcopy(model).double(), _sig(model), {k: v.astype(np.float64) for k, v in feeds.items()})
+    ort_err = discrepancies(exact, got)
+    torch_err = discrepancies(exact, torch_outputs(model, _sig(model), feeds))
+    worse = {k: (f"{v:.2e}", f"{torch_err[k]:.2e}") for k, v in ort_err.items()
+             if not v <= ROUNDING_FACTOR * torch_err[k] + ROUNDING_FLOOR}
+    assert not worse, f"ONNX Runtime's and PyTorch FP32's distances from float64: {worse}"
     # an image's answer does not depend on the rest of the batch (running statistics, static norms)
     alone = session.run(["logits"], {k: v[1:2] for k, v in feeds.items()})[0]
     assert np.abs(alone - session.run(["logits"], feeds)[0][1:2]).max() <= 1e-5
@@ -357,3 +371,28 @@ def test_class_directions_include_the_key_batch_norm_scale():
     scale = 2.0 / torch.sqrt(torch.linspace(0.25, 4.0, 8) + model.head.key_norm.eps)
     keys = model.head.keys[-1].weight.detach().t() * scale
     assert np.allclose(signature_for(model).class_keys, keys.numpy(), atol=1e-6)
+
+
+def test_float64_judgement_tells_rounding_from_export_faults():
+    """Past the FP32 figures, a graph passes only if ONNX Runtime is about as close to float64 as
+    PyTorch FP32 is: an answer off by a fault (here 3e-4 on one map) is still refused."""
+    import copy
+
+    from gatta.export.signature import signature_for
+    from gatta.export.verify import fp32_rounding
+
+    from helpers import make_model
+
+    model = make_model(num_classes=4, d=8, image_size=16, alpha=0.5)
+    sig = signature_for(model)
+    feeds = {"image": np.random.default_rng(3).random((4, 3, 16, 16), dtype=np.float32)}
+    fp32 = torch_outputs(model, sig, feeds)
+    exact = torch_outputs(copy.deepcopy(model).double(), sig, {"image": feeds["image"].astype(np.float64)})
+    rounded = {k: v.astype(np.float32) for k, v in exact.items()}  # as close to float64 as FP32 gets
+    figures = fp32_rounding(model, sig, [(feeds, fp32, rounded)], {"logits": 0.0}, "a miss")
+    assert figures["ort_vs_float64"]["logits"] <= 1e-7 and figures["first_miss"] == "a miss"
+    faulty = {**rounded, "gatta_conv2": rounded["gatta_conv2"] + np.float32(3e-4)}
+    with pytest.raises(ExportError, match=r"a miss; ONNX Runtime is further from float64 than 4x PyTorch FP32's rounding: gatta_conv2 3\.0"):
+        fp32_rounding(model, sig, [(feeds, fp32, faulty)], {"gatta_conv2": 3e-4}, "a miss")
+    with pytest.raises(ExportError, match=r"past 10x the FP32 tolerance: logits 1\.00e-03"):
+        fp32_rounding(model, sig, [(feeds, fp32, rounded)], {"logits": 1e-3}, "a miss")
