@@ -49,6 +49,7 @@ class CheckpointMeta:
     finetune: str = ""  # fine-tuning runs: what trained (joint or backbone)
     recipe: str = ""  # the named recipe the run was started with (gatta-train recipes), if any
     overrides: dict = field(default_factory=dict)  # options given beside it that replaced its values
+    class_map: dict = field(default_factory=dict)  # class folder -> the weights' class index, where mapped
 
     def to_dict(self) -> dict:
         return asdict(self)

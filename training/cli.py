@@ -19,6 +19,7 @@ import torch  # noqa: E402
 
 from gatta.model.families import family_of  # noqa: E402
 from gatta.model.checkpoint import CheckpointError  # noqa: E402
+from gatta.model.classes import read_class_map  # noqa: E402
 from .augment import AUGMENTATIONS  # noqa: E402
 from .data import DataError  # noqa: E402
 from .evaluate import evaluation_table, run_evaluation  # noqa: E402
@@ -222,16 +223,22 @@ def backbone(run, backbone, image_size, crop_pct):
 @click.option("--alpha-init", default=0.0, show_default=True)
 @click.option("--init-ckpt", type=click.Path(path_type=Path), default=None,
               help="Start from this GAttANet checkpoint's head (same backbone), e.g. to keep training a shipped model.")
+@click.option("--class-map", type=click.Path(path_type=Path), default=None,
+              help="--backbone-weights: JSON {\"folder\": class index or name} mapping class folders into the weights' "
+                   "classes [folders named by class or WordNet id are matched without it].")
 @friendly_errors
 def head(run, backbone_ckpt, backbone_name, backbone_weights, image_size, crop_pct, d, iterations, l2, qk_dropout,
-         qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt):
+         qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt, class_map):
     """Train the attention head (K, Q, alpha) on a frozen backbone. Runs data-parallel under
     torchrun (e.g. ``torchrun --nproc-per-node 2 -m gatta.training.cli head ...``)."""
     if backbone_ckpt is None and backbone_name is None:
         raise click.UsageError("give --backbone-ckpt (a trained backbone) or --backbone NAME --backbone-weights FILE")
+    if class_map is not None and backbone_ckpt is not None:
+        raise click.UsageError("--class-map maps class folders into --backbone NAME's weights; a --backbone-ckpt keeps its own classes")
     run.l2 = l2
     best = train_head(run, HeadOptions(d, iterations, qk_dropout, qk_batchnorm, gatta_layernorm, alpha_init, init_ckpt),
-                      backbone_ckpt, backbone_name, backbone_weights, image_size, crop_pct)
+                      backbone_ckpt, backbone_name, backbone_weights, image_size, crop_pct,
+                      read_class_map(class_map) if class_map is not None else None)
     if dist_info()[0] == 0:
         click.echo(f"best epoch {best.get('epoch')}: val_acc {best['val_acc']:.4f} "
                    f"(frozen baseline {best.get('val_baseline_acc', float('nan')):.4f})")
@@ -403,13 +410,14 @@ def summary(backbone, ckpt, num_classes, d, image_size, as_json):
     The head is built with its family's recipe (ResNets: batch norm on keys/queries, layer norm
     on gatta). attention_params counts as the paper's Table 1 does (Keras: batch norm's running
     statistics included); attention_trainable is what the optimiser updates."""
-    recipe = None
+    recipe, class_map = None, {}
     if ckpt is not None:
         from gatta.model.checkpoint import load_checkpoint
 
         model, meta = load_checkpoint(ckpt)
         backbone, d = model.config.backbone, model.config.d
         recipe = {"name": meta.recipe, "overrides": meta.overrides, "stage": meta.stage}
+        class_map = meta.class_map
     else:
         family = family_of(backbone)
         d = d or family.d
@@ -418,7 +426,8 @@ def summary(backbone, ckpt, num_classes, d, image_size, as_json):
     layers = [{"name": t.name, "kind": t.kind, "shape": list(t.shape)} for t in model.taps]
     if as_json:
         click.echo(json.dumps({**counts, "layers": layers, "d": d, "backbone": backbone,
-                               **({"recipe": recipe} if recipe is not None else {})}))
+                               **({"recipe": recipe} if recipe is not None else {}),
+                               **({"class_map": class_map} if class_map else {})}))
         return
     if recipe is not None:
         click.echo(f"{ckpt}: {recipe['stage'] or 'trained'} run, recipe {recipe['name'] or '(none: family defaults)'}"
@@ -428,6 +437,10 @@ def summary(backbone, ckpt, num_classes, d, image_size, as_json):
                f"{counts['attention_trainable']:,} trained")
     for t in layers:
         click.echo(f"  {t['name']:<8} {t['kind']:<5} {'x'.join(map(str, t['shape']))}")
+    if class_map:
+        names = model.config.class_names
+        click.echo(f"class folders trained as {len(names)} classes: "
+                   + ", ".join(f"{folder} -> {i} ({names[i]})" for folder, i in class_map.items()))
 
 
 @main.command()

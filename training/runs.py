@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from gatta.model.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
+from gatta.model.classes import weights_classes
 from gatta.decoder import Preprocessing
 
 from gatta.model.config import IMAGENET_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, GattaConfig, imagenet_preprocessing
@@ -164,11 +165,14 @@ def _load_head(model: GattaNet, init_ckpt: Path) -> None:
 
 def train_head(run: RunOptions, head: HeadOptions, backbone_ckpt: Path | None = None,
                backbone_name: str | None = None, backbone_weights: Path | None = None,
-               image_size: int | None = None, crop_pct: float | None = None) -> dict:
+               image_size: int | None = None, crop_pct: float | None = None,
+               class_map: dict | None = None) -> dict:
     """Train K, Q and alpha on a frozen backbone: a trained toy checkpoint (its validation
     split is reused) or a torchvision ResNet with weights from a local file, evaluated as
     torchvision evaluates it (shorter side to int(size / crop_pct), centre crop; crop_pct
-    default 0.875)."""
+    default 0.875). A photo folder of some of the weights' classes trains against all of
+    them: its folders are mapped by name or WordNet id, or by ``class_map``
+    (gatta.model.classes)."""
     if backbone_ckpt is None and backbone_name is None:
         raise ValueError("give a backbone checkpoint (toy) or a torchvision backbone name (resnet18/resnet50)")
     meta = CheckpointMeta(data=str(run.data), val_size=run.val_size, split_seed=run.split_seed)
@@ -187,7 +191,11 @@ def train_head(run: RunOptions, head: HeadOptions, backbone_ckpt: Path | None = 
         cfg = GattaConfig(backbone=backbone_name, num_classes=1000, image_size=prep.input_size,
                           mean=prep.mean, std=prep.std, preprocessing=prep)
     dataset = training_data(run, cfg.preprocessing, cfg.backbone)
-    if backbone_ckpt is None:
+    if backbone_ckpt is None:  # the data's classes, or the weights' with each folder mapped into them
+        mapped = weights_classes(backbone_name, backbone_weights, dataset.class_names, class_map, run.data)
+        if mapped is not None:
+            meta.class_map = dict(zip(dataset.class_names, mapped[1]))
+            dataset = replace(dataset, labels=torch.tensor(mapped[1])[dataset.labels], class_names=mapped[0])
         cfg.num_classes, cfg.class_names = len(dataset.class_names), dataset.class_names
     else:
         check_classes(dataset, run.data, cfg.num_classes, backbone_ckpt)

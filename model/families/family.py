@@ -49,6 +49,9 @@ class Family:
     custom: Callable[..., StagedBackbone] | None = None
     # preprocessing of the published weights' evaluation transform: (name) -> Preprocessing
     weights_preprocessing: Callable[[str], Preprocessing] | None = None
+    # the published weights' class names in output order: (name) -> list (gatta.model.classes
+    # maps a photo folder's classes into them); None: no published weights
+    categories: Callable[[str], list[str]] | None = None
     image_size: int = 224  # input side of a backbone trained here from scratch
     data_normalisation: bool = False  # from-scratch runs normalise with the data's statistics (toy)
     augmentation: str = "random-resized-crop"  # or "shift-rotate-flip", the paper's toy augmentation
@@ -85,6 +88,16 @@ class Family:
         names = [n.target.replace(".", "_") for n in nodes[:-2]] + ["pre_logits", "logits"]
         return StagedBackbone(stages, names)
 
+    def classifier_width(self, backbone: str, weights: str | Path) -> int | None:
+        """How many classes the state dict ``weights`` of ``backbone`` answers with (its final
+        linear layer's outputs); None when it has no such layer."""
+        if self.make is None:
+            return None
+        with torch.device("meta"):  # the layer names only: no memory, no initialisation
+            net = self.make(backbone, 1000)
+        fc = read_state_dict(weights, backbone.removeprefix("timm:"), self.source).get(self.classifier(net) + ".weight")
+        return int(fc.shape[0]) if fc is not None else None
+
     def preprocessing(self, backbone: str, image_size: int | None = None, crop_pct: float | None = None) -> Preprocessing:
         """The evaluation transform of a pretrained member (its published weights' own numbers,
         overridable), or of one trained here at ``image_size``."""
@@ -107,7 +120,16 @@ def torchvision_family(pattern: Callable[[str], bool]) -> dict:
     """``member`` and ``members`` of a torchvision family: its classification builders whose names
     match ``pattern`` (``resnet19`` matches ResNet's pattern but is no builder, so no member)."""
     return {"member": lambda name: pattern(name) and name in _torchvision_classifiers(),
-            "members": lambda: [n for n in _torchvision_classifiers() if pattern(n)]}
+            "members": lambda: [n for n in _torchvision_classifiers() if pattern(n)],
+            "categories": torchvision_categories}
+
+
+def torchvision_categories(backbone: str) -> list[str]:
+    """The class names of torchvision's DEFAULT weights of ``backbone`` (ImageNet-1k's), from its
+    weights table: nothing is downloaded."""
+    import torchvision
+
+    return list(torchvision.models.get_model_weights(backbone).DEFAULT.meta["categories"])
 
 
 def torchvision_make(backbone: str, num_classes: int) -> nn.Module:
@@ -132,11 +154,9 @@ def children_of(*containers: str, before: tuple[str, ...] = ()) -> Callable[[nn.
     return lambda net: attach.expand_trunk(net, (*before, *(f"{c}.*" for c in containers)))
 
 
-def load_state_dict_file(net: nn.Module, weights: str | Path, backbone: str, classifier: str,
-                         source: str = "torchvision") -> None:
+def read_state_dict(weights: str | Path, backbone: str, source: str = "torchvision") -> dict:
     """A local state dict (``torch.save(model.state_dict())``; a ``{"state_dict": ...}`` or
-    ``{"model": ...}`` wrapper is unwrapped), loaded strictly. Its classifier must have the model's
-    number of classes: a frozen backbone with a re-initialised classifier would classify at chance."""
+    ``{"model": ...}`` wrapper is unwrapped); one-line errors naming the file."""
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -149,11 +169,20 @@ def load_state_dict_file(net: nn.Module, weights: str | Path, backbone: str, cla
             state = state[wrapper]
     if not isinstance(state, dict):
         raise WeightsError(f"{weights}: not a {source} {backbone} state dict (a {type(state).__name__})")
+    return state
+
+
+def load_state_dict_file(net: nn.Module, weights: str | Path, backbone: str, classifier: str,
+                         source: str = "torchvision") -> None:
+    """A local state dict (:func:`read_state_dict`), loaded strictly. Its classifier must have the
+    model's number of classes: a frozen backbone with a re-initialised classifier would classify
+    at chance."""
+    state = read_state_dict(weights, backbone, source)
     ours = net.state_dict()
     fc, fc_ours = state.get(classifier + ".weight"), ours.get(classifier + ".weight")
     if fc is not None and fc_ours is not None and tuple(fc.shape) != tuple(fc_ours.shape):
         raise WeightsError(f"{weights}: its classifier ({classifier}) has {fc.shape[0]} classes, the model "
-                           f"{fc_ours.shape[0]}; train on data with the weights' classes (ImageNet: 1000)")
+                           f"{fc_ours.shape[0]}; train on data with the weights' classes (ImageNet: 1000, or class folders named by them: --class-map)")
     missing = [k for k in ours if k not in state]
     unexpected = [k for k in state if k not in ours]
     if missing or unexpected:
@@ -167,6 +196,6 @@ def load_state_dict_file(net: nn.Module, weights: str | Path, backbone: str, cla
     net.load_state_dict(state)
 
 
-__all__ = ["Family", "UnknownBackbone", "WeightsError", "children_of", "load_state_dict_file",
-           "torchvision_family", "torchvision_make", "torchvision_preprocessing",
+__all__ = ["Family", "UnknownBackbone", "WeightsError", "children_of", "load_state_dict_file", "read_state_dict",
+           "torchvision_categories", "torchvision_family", "torchvision_make", "torchvision_preprocessing",
            "IMAGENET_MEAN", "IMAGENET_STD"]

@@ -64,10 +64,19 @@ def preprocessing(backbone: str) -> Preprocessing:
                          mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg.get("std", (0.229, 0.224, 0.225))))
 
 
+def categories(backbone: str) -> list[str] | None:
+    """ImageNet-1k's class names for a model whose pretrained config has 1000 classes."""
+    from ..classes import imagenet_categories
+
+    cfg = _timm().get_pretrained_cfg(backbone[len(PREFIX):].split(".")[0])
+    return imagenet_categories() if getattr(cfg, "num_classes", 1000) == 1000 else None
+
+
 FAMILY = Family(
     name="timm", title="timm", source="timm",
     member=lambda name: name.startswith(PREFIX), members=lambda: [], make=make, trunk=trunk, stem=None,
     classifier=classifier, tracer_leaf=leaf, autowrap=autowrap, weights_preprocessing=preprocessing,
+    categories=categories,
     notes="timm's feature_info modules at reductions 2, 4, 8, 16 (not the last), the classifier's input, the logits",
     examples=("timm:resnet18", "timm:convnext_atto", "timm:efficientnet_b0"),
 )
