@@ -87,6 +87,17 @@ def test_head_on_imagenet_weights_trains_a_photo_folder_against_their_classes(ef
     assert meta.class_map == {"goldfish": GOLDFISH, "golden_retriever": GOLDEN_RETRIEVER, "n01440764": TENCH}
     shown = CliRunner().invoke(train_cli, ["summary", "--ckpt", str(tmp_path / "run" / "best.pt")])
     assert "golden_retriever -> 207 (golden retriever), goldfish -> 1 (goldfish), n01440764 -> 0 (tench)" in shown.output
+    # evaluation labels the folder as the head was trained: its validation split, mapped
+    scored = CliRunner().invoke(train_cli, ["eval", "--ckpt", str(tmp_path / "run" / "best.pt"), "--data", str(photos),
+                                            "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.output)["rows"][0]["n"] == 3
+    from gatta.training.data import load_dataset
+    from gatta.training.runs import in_trained_classes
+
+    folder = load_dataset(str(photos), model.config.preprocessing, mode="memory")
+    labelled = in_trained_classes(folder, str(photos), model, meta, "best.pt")
+    assert labelled.labels.tolist() == [GOLDEN_RETRIEVER] * 4 + [GOLDFISH] * 4 + [TENCH] * 4
     # an unknown folder: one line naming it, before any model is built
     (photos / "kitten").mkdir()
     for p in list((photos / "goldfish").iterdir())[:2]:

@@ -104,6 +104,21 @@ def check_classes(dataset: ImageSet, data: str, num_classes: int, source) -> Non
                         f"{source} was trained for {num_classes}")
 
 
+def in_trained_classes(dataset: ImageSet, data: str, model: GattaNet, meta: CheckpointMeta, source) -> ImageSet:
+    """``dataset`` labelled as checkpoint ``source`` was trained: a head trained against its
+    weights' classes (``meta.class_map``, gatta.model.classes) gets each class folder's recorded
+    class; any other checkpoint needs the data's own classes."""
+    if not meta.class_map:
+        check_classes(dataset, data, model.config.num_classes, source)
+        return dataset
+    unknown = [c for c in dataset.class_names if c not in meta.class_map]
+    if unknown:
+        raise DataError(f"dataset {data}: class folder {unknown[0]!r} is not one {source} was trained on "
+                        f"({', '.join(meta.class_map)})")
+    index = torch.tensor([meta.class_map[c] for c in dataset.class_names])
+    return replace(dataset, labels=index[dataset.labels], class_names=list(model.config.class_names))
+
+
 def checkpoint_and_images(ckpt, data: str, device: str = "cpu", num_workers: int = 2, split: str = "val",
                           mode: str = "auto"):
     """A checkpoint, its dataset and the indices to evaluate: the checkpoint's own validation
@@ -111,7 +126,7 @@ def checkpoint_and_images(ckpt, data: str, device: str = "cpu", num_workers: int
     test batch, the official ``val/`` folder of Tiny-ImageNet and ImageNet)."""
     model, meta = load_checkpoint(ckpt, device)
     dataset = load_dataset(data, model.config.preprocessing, num_workers, mode, "test" if split == "test" else "train")
-    check_classes(dataset, data, model.config.num_classes, ckpt)
+    dataset = in_trained_classes(dataset, data, model, meta, ckpt)
     if split in ("all", "test"):
         return model, dataset, torch.arange(len(dataset))
     return model, dataset, split_data(dataset, meta.val_size, meta.split_seed)[1]
@@ -219,10 +234,10 @@ def finetune(run: RunOptions, ckpt: Path, what: str) -> dict:
     if what not in ("joint", "backbone"):
         raise ValueError(f"finetune: {what!r} is not joint or backbone")
     model, base_meta = load_checkpoint(ckpt)
-    dataset = training_data(run, model.config.preprocessing, model.config.backbone)
-    check_classes(dataset, run.data, model.config.num_classes, ckpt)
+    dataset = in_trained_classes(training_data(run, model.config.preprocessing, model.config.backbone),
+                                 run.data, model, base_meta, ckpt)
     train_idx, val_idx = split_data(dataset, base_meta.val_size, base_meta.split_seed)
     meta = CheckpointMeta(data=str(run.data), init_ckpt=str(ckpt), finetune=what,
-                          val_size=len(val_idx), split_seed=base_meta.split_seed)
+                          val_size=len(val_idx), split_seed=base_meta.split_seed, class_map=base_meta.class_map)
     rules = recipe("joint" if what == "joint" else "finetune-backbone", model.config.backbone)
     return fit(model, dataset, train_idx, val_idx, run.fit_options(what, rules, meta))
