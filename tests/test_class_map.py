@@ -92,6 +92,8 @@ def test_head_on_imagenet_weights_trains_a_photo_folder_against_their_classes(ef
                                             "--json"])
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.output)["rows"][0]["n"] == 3
+    compared = CliRunner().invoke(train_cli, ["compare", str(tmp_path / "run" / "best.pt"), "--data", str(photos), "--json"])
+    assert compared.exit_code == 0 and json.loads(compared.output)["n"] == 3, compared.output
     from gatta.training.data import load_dataset
     from gatta.training.runs import in_trained_classes
 

@@ -7,17 +7,17 @@ image by image with the first entry's systems, so "does X beat the shipped pair?
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from gatta.model.checkpoint import CheckpointError, load_checkpoint
+from gatta.model.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
 from .data import ImageSet
 from .evaluate import paired_bootstrap
 from gatta.model.network import GattaNet
 from .data import load_dataset
-from .runs import check_classes, split_data
+from .runs import in_trained_classes, split_data
 from .train import predict
 
 
@@ -26,6 +26,7 @@ class Entry:
     label: str  # as given on the command line
     model: GattaNet
     split: tuple[int, int]  # (val_size, split_seed) the checkpoint was trained with
+    meta: CheckpointMeta = field(default_factory=CheckpointMeta)
 
 
 def parse_entry(spec: str, device: str = "cpu") -> Entry:
@@ -36,7 +37,7 @@ def parse_entry(spec: str, device: str = "cpu") -> Entry:
         if not steps.isdigit() or int(steps) < 1:
             raise CheckpointError(f"{spec}: the part after '@' is the number of attention steps (a positive integer)")
         model.config.iterations = int(steps)
-    return Entry(spec, model, (meta.val_size, meta.split_seed))
+    return Entry(spec, model, (meta.val_size, meta.split_seed), meta)
 
 
 def compare(entries: list[Entry], data: ImageSet, indices: torch.Tensor, batch_size: int = 256,
@@ -69,7 +70,7 @@ def compare_checkpoints(specs: list[str], data: str, noise_sigma: float = 0.0, b
     entries = [parse_entry(spec, device) for spec in specs]
     first = entries[0].model
     dataset = load_dataset(data, first.config.preprocessing, num_workers)
-    check_classes(dataset, data, first.config.num_classes, specs[0])
+    dataset = in_trained_classes(dataset, data, first, entries[0].meta, specs[0])
     indices = split_data(dataset, *entries[0].split)[1]
     return compare(entries, dataset, indices, batch_size, noise_sigma, device)
 
