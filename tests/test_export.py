@@ -290,10 +290,7 @@ def _convs(module) -> int:
     return sum(isinstance(m, torch.nn.Conv2d) for m in module.modules())
 
 
-# Not here, and why (docs/backbones.md, "Export"): vgg11_bn does not export, even at 224 px where
-# its adaptive pool is a no-op (torch's exporter: "adaptive_avg_pool2d, input size not
-# accessible" in the second pass); its graph would be 530 MB.
-EXPORT_UNTESTED = {"vgg11_bn"}
+EXPORT_UNTESTED: set[str] = set()  # every family's example exports (docs/backbones.md, "Export")
 FAMILY_EXAMPLES = ["toy", "toy-wide", "resnet50",
                    *(name for f in __import__("gatta.model.families", fromlist=["FAMILIES"]).FAMILIES
                      for name in f.examples if not name.startswith("toy") and name not in EXPORT_UNTESTED)]
