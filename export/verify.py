@@ -163,19 +163,26 @@ def verify_export(model, signature: ModelMetadata, onnx_path: Path, images: np.n
             except ExportError as exc:
                 if fp16:
                     raise ExportError(f"{exc} ({label}, {where})") from None
-                failure = failure or f"{exc} ({label}, {where})"
                 figures = discrepancies(reference, got)
+                if not all(np.isfinite(v) for v in figures.values()):  # NaN or Inf: no rounding explains it
+                    raise ExportError(f"{exc} ({label}, {where})") from None
+                failure = failure or f"{exc} ({label}, {where})"
             runs.append((feeds, reference, got))
             cases += 1
             provider = CUDA if where == "CUDA" else CPU
             for k, v in figures.items():
-                worst[k] = max(worst.get(k, 0.0), v)
-                by_provider.setdefault(provider, {})[k] = max(by_provider.get(provider, {}).get(k, 0.0), v)
+                worst[k] = _worst(worst.get(k, 0.0), v)
+                by_provider.setdefault(provider, {})[k] = _worst(by_provider.get(provider, {}).get(k, 0.0), v)
     result = {"tolerance": tol, "worst": worst, "worst_by_provider": by_provider, "cases": cases,
               "providers": list(by_provider), "cuda_skipped": skipped}
     if failure is not None:
         result["fp32_rounding"] = fp32_rounding(model, signature, runs, worst, failure)
     return result
+
+
+def _worst(current: float, value: float) -> float:
+    """The larger of two discrepancies, NaN winning (``max(0.0, nan)`` is 0.0 in Python)."""
+    return value if not value <= current else current
 
 
 def fp32_rounding(model, signature: ModelMetadata, runs: list, worst: dict[str, float], failure: str) -> dict:
@@ -194,7 +201,7 @@ def fp32_rounding(model, signature: ModelMetadata, runs: list, worst: dict[str, 
             answers[key] = torch_outputs(exact, signature, {k: v.astype(np.float64) for k, v in feeds.items()})
         for errors, candidate in ((ort_err, got), (torch_err, reference)):
             for k, v in discrepancies(answers[key], candidate).items():
-                errors[k] = max(errors.get(k, 0.0), v)
+                errors[k] = _worst(errors.get(k, 0.0), v)
     worse = [f"{k} {ort_err[k]:.2e} vs PyTorch FP32's {torch_err[k]:.2e}" for k in ort_err
              if not ort_err[k] <= ROUNDING_FACTOR * torch_err[k] + ROUNDING_FLOOR]
     far = [f"{k} {v:.2e}" for k, v in worst.items()

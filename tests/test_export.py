@@ -394,3 +394,7 @@ def test_float64_judgement_tells_rounding_from_export_faults():
         fp32_rounding(model, sig, [(feeds, fp32, faulty)], {"gatta_conv2": 3e-4}, "a miss")
     with pytest.raises(ExportError, match=r"past 10x the FP32 tolerance: logits 1\.00e-03"):
         fp32_rounding(model, sig, [(feeds, fp32, rounded)], {"logits": 1e-3}, "a miss")
+    # NaN is no rounding: Python's max(0.0, nan) is 0.0, so a NaN answer once passed with 0.0 figures
+    broken = {**rounded, "logits": np.full_like(rounded["logits"], np.nan)}
+    with pytest.raises(ExportError, match=r"rounding: logits nan"):
+        fp32_rounding(model, sig, [(feeds, fp32, broken)], {"logits": float("nan")}, "a miss")
