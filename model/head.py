@@ -97,13 +97,11 @@ class AttentionHead(nn.Module):
         return scale, shift
 
     def _stacked_queries(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """[sum C_i, d] and [d]: q_avg = concat(layer means) @ weight + bias. Each layer's rows
-        are divided by the number of layers (the mean over layers) and a dense layer's also by its
-        width (eq. 2's mean over its units). Parameters only: the exporter folds it to one
-        initializer."""
+        """[sum C_i, d] and [d]: q_avg = concat(layer means) @ weight + bias, every layer's rows
+        divided by the number of layers (the mean over layers). Parameters only: the exporter
+        folds it to one initializer."""
         layers = len(self.taps)
-        weight = torch.cat([lin.weight.t() / (layers * (1 if tap.kind == "conv" else tap.channels))
-                            for lin, tap in zip(self.queries, self.taps)], 0)
+        weight = torch.cat([lin.weight.t() / layers for lin in self.queries], 0)
         return weight, torch.stack([lin.bias for lin in self.queries]).mean(0)
 
     def _stacked_keys(self) -> torch.Tensor:
@@ -125,7 +123,9 @@ class AttentionHead(nn.Module):
         # One matmul for every layer: the layer means side by side times the stacked projections
         # (``_stacked_queries``). The exported graph gets one Concat and one Gemm instead of a
         # projection, a bias and a reshape per layer and a mean over them.
-        means = [x.mean((2, 3)) if tap.kind == "conv" else x for x, tap in zip(acts, self.taps)]
+        # a dense layer's mean over its units: its activations divided by its width here, not its
+        # weights (divided by a few thousand, half-precision weights would fall into subnormals)
+        means = [x.mean((2, 3)) if tap.kind == "conv" else x / tap.channels for x, tap in zip(acts, self.taps)]
         weight, bias = self._stacked_queries()
         q_avg = torch.cat(means, 1) @ weight + bias
         if self.qk_batchnorm:  # eval-mode batch norm is affine: it commutes with both means
