@@ -73,11 +73,29 @@ def map_folders(folders: list[str], categories: list[str], class_map: dict[str, 
     first; a folder names its class, or is its WordNet id. The first folder that matches
     nothing, two folders on one class, or a class-map entry for no folder: one line."""
     class_map = dict(class_map or {})
+    owner = space + ("'" if space.endswith("s") else "'s")  # "the weights'", "resnet18's"
     stray = [k for k in class_map if k not in folders]
     if stray:
         raise ClassMapError(f"class map entry {stray[0]!r} names no class folder of {where} "
                             f"(its folders: {', '.join(folders[:5])}{' ...' if len(folders) > 5 else ''})")
-    by_name = {_key(c): i for i, c in enumerate(categories)}
+    exact = {c: i for i, c in enumerate(categories)}
+    by_key: dict[str, list[int]] = {}
+    for i, c in enumerate(categories):
+        by_key.setdefault(_key(c), []).append(i)
+
+    def named(name: str) -> int | None:
+        """The class called ``name``: its exact spelling first, then ignoring case, '_' and '-'
+        (one line when that is ambiguous: ImageNet has 'Cardigan' the dog and 'cardigan' the
+        sweater)."""
+        if name in exact:
+            return exact[name]
+        found = by_key.get(_key(name), [])
+        if len(found) > 1:
+            raise ClassMapError(f"class {name!r} of {where} could be any of {owner} "
+                                f"{', '.join(f'{categories[i]!r} ({i})' for i in found)}; name the class exactly or "
+                                f"map it by index in --class-map FILE.json")
+        return found[0] if found else None
+
     wnids: list[str] | None = None
     taken: dict[int, str] = {}
     out = []
@@ -87,24 +105,24 @@ def map_folders(folders: list[str], categories: list[str], class_map: dict[str, 
                 if folder not in class_map else "")
         if isinstance(target, int):
             if not 0 <= target < len(categories):
-                raise ClassMapError(f"class map: {folder!r} -> {target}, outside {space}'s classes 0..{len(categories) - 1}")
+                raise ClassMapError(f"class map: {folder!r} -> {target}, outside {owner} classes 0..{len(categories) - 1}")
             index = target
-        elif _key(target) in by_name:
-            index = by_name[_key(target)]
-        elif any(_key(part) in by_name for part in target.split(",")):  # WordNet synonyms, as words.txt has them
-            index = next(by_name[_key(part)] for part in target.split(",") if _key(part) in by_name)
+        elif named(target) is not None:
+            index = named(target)
+        elif any(named(part.strip()) is not None for part in target.split(",")):  # WordNet synonyms, as words.txt has them
+            index = next(named(part.strip()) for part in target.split(",") if named(part.strip()) is not None)
         elif WNID.fullmatch(target):
             wnids = wnids or imagenet_wnids()
             if wnids is None:
                 raise ClassMapError(f"class folder {folder!r} of {where} is a WordNet id: matching ids needs timm "
                                     f"(pip install 'gattanet[timm]'){hint}")
             if len(wnids) != len(categories) or target not in wnids:
-                raise ClassMapError(f"class folder {folder!r} of {where}: {target} is not one of {space}'s "
+                raise ClassMapError(f"class folder {folder!r} of {where}: {target} is not one of {owner} "
                                     f"{len(categories)} classes' WordNet ids{hint}")
             index = wnids.index(target)
         else:
             what = f"class folder {folder!r}" if target == folder else f"class map: {folder!r} -> {target!r}"
-            raise ClassMapError(f"{what} of {where} is none of {space}'s {len(categories)} classes (a name such as "
+            raise ClassMapError(f"{what} of {where} is none of {owner} {len(categories)} classes (a name such as "
                                 f"{categories[1]!r}, or a WordNet id such as n01443537){hint}")
         if index in taken:
             raise ClassMapError(f"class folders {taken[index]!r} and {folder!r} of {where} both map to class "

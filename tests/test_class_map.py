@@ -52,6 +52,11 @@ def test_a_folder_that_matches_nothing_is_named_in_one_line(categories, tmp_path
         map_folders(["fish"], categories, {"fihs": 1})
     with pytest.raises(ClassMapError, match=r"n09999999 is not one of .* WordNet ids"):
         map_folders(["n09999999"], categories)
+    # ImageNet has 'Cardigan' (the corgi, 264) and 'cardigan' (the sweater, 474): the exact name
+    # picks one, a spelling that could be either is refused rather than trained on the wrong one
+    assert map_folders(["Cardigan", "cardigan"], categories) == [264, 474]
+    with pytest.raises(ClassMapError, match=r"class 'CARDIGAN' of the data could be any of the weights' 'Cardigan' \(264\), 'cardigan' \(474\)"):
+        map_folders(["CARDIGAN"], categories)
     (tmp_path / "map.json").write_text('["goldfish"]')
     with pytest.raises(ClassMapError, match=r"map\.json: expected one JSON object"):
         read_class_map(tmp_path / "map.json")
