@@ -94,7 +94,7 @@ def _count_or_auto(ctx, param, value):
 @click.option("--no-dynamic-batching", is_flag=True, help="Leave Triton's dynamic batcher off (for A/B benchmarks).")
 @click.option("--max-queue-delay-us", "queue_delay_us", type=click.IntRange(min=0), default=0, show_default=True,
               help="How long Triton's dynamic batcher holds a request for others to join its batch, in "
-                   "microseconds. A lone request waits this long (200 us added 0.29 ms to a batch-1 request here); "
+                   "microseconds. A lone request waits this long (200 us added about 0.3 ms to a batch-1 request here); "
                    "under load, requests that queue while a batch runs are batched anyway.")
 @click.option("--force", is_flag=True,
               help="Replace this model's existing version; or, when NAME holds a model of another signature "

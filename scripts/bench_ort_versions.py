@@ -22,16 +22,13 @@ import tempfile
 from pathlib import Path
 
 import onnxruntime
-import torch
 
-from gatta.bench.graphs import analytic_floor
+from gatta.bench.graphs import analytic_floor, calibrated_model
 from gatta.bench.interleaved import is_busy, machine_load, spread
 from gatta.bench.ort_versions import install, run_child
 from gatta.export.onnx_graph import export_onnx
 from gatta.export.signature import signature_for
 from gatta.model.checkpoint import load_checkpoint
-from gatta.model.network import GattaNet
-from gatta.model.recipe import head_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,8 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def graph_pairs(out: Path, ckpt: Path, resnet_batch: int) -> tuple[dict, dict]:
     """Exported baseline/GAttANet graphs per row, and each row's analytic floor."""
     toy, _ = load_checkpoint(ckpt)
-    torch.manual_seed(0)
-    resnet = GattaNet(head_config("resnet18", num_classes=1000, image_size=224, alpha_init=0.1)).eval()
+    resnet = calibrated_model("resnet18", 224)
     pairs, floors = {}, {}
     for name, model in (("toy", toy), ("resnet18-224", resnet)):
         paths = {k: str(export_onnx(model, signature_for(model, baseline=k == "baseline"), out / f"{name}-{k}.onnx"))
@@ -91,7 +87,7 @@ def main():
           f"after {load_end['loadavg']} (others {load_end['others_cpu_percent']}%)"
           f"{'  BUSY: figures not comparable' if result['busy'] else ''}")
     print(f"{args.rounds} rounds x {args.reps} timed runs per graph; median [min-max] over rounds\n")
-    print(f"| onnxruntime | row | baseline ms | GAttANet / baseline | floor | median / floor |")
+    print("| onnxruntime | row | baseline ms | GAttANet / baseline | floor | median / floor |")
     print("|---|---|---|---|---|---|")
     for v, rows in result["versions"].items():
         for label, row in rows.items():

@@ -5,7 +5,7 @@
 Rows: the shipped toy model at its serving batch sizes (16, 64) and a ResNet18 head (the paper's
 ResNet head recipe, random weights) at 224 px, batch 8. For each row: operator counts of the
 exported and of the optimised graph (what ONNX Runtime actually runs, NCHWc layout included),
-and kernel time per operator kind (mean over ``--runs`` runs after warm-up). "Beyond floor"
+and kernel time per operator kind (averaged over all runs, the 5 warm-up runs included). "Beyond floor"
 charges each kind its baseline time times the analytic floor (what must run twice) and calls
 the rest extra; kinds the baseline does not run are all extra.
 """
@@ -22,14 +22,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 
-from gatta.bench.graphs import analytic_floor
+from gatta.bench.graphs import analytic_floor, calibrated_model
 from gatta.export.onnx_graph import export_onnx
 from gatta.export.signature import signature_for
 from gatta.model.checkpoint import load_checkpoint
-from gatta.model.network import GattaNet
-from gatta.model.recipe import head_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,10 +56,9 @@ def profile(path: Path, size: int, batch: int, runs: int) -> dict:
             "optimised_ops": dict(collections.Counter(n.op_type for n in optimised.graph.node))}
 
 
-def rows(out: Path) -> list[tuple[str, object, int]]:
+def rows() -> list[tuple[str, object, int]]:
     toy, _ = load_checkpoint(ROOT / "models" / "cifar10-toy-d16.pt")
-    torch.manual_seed(0)
-    resnet = GattaNet(head_config("resnet18", num_classes=1000, image_size=224, alpha_init=0.1)).eval()
+    resnet = calibrated_model("resnet18", 224)
     return [("toy b16", toy, 16), ("toy b64", toy, 64), ("resnet18-224 b8", resnet, 8)]
 
 
@@ -73,7 +69,7 @@ def main():
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="profile-"))
     result = {"onnxruntime": ort.__version__, "rows": {}}
-    for label, model, batch in rows(tmp):
+    for label, model, batch in rows():
         floor = analytic_floor(model)[0]
         stem = label.split()[0]
         graphs = {k: export_onnx(model, signature_for(model, baseline=k == "baseline"), tmp / f"{stem}-{k}.onnx")
