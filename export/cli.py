@@ -82,7 +82,8 @@ def _count_or_auto(ctx, param, value):
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="python flavour: gpu = KIND_GPU instances on ONNX Runtime's CUDA provider (onnxruntime-gpu), with "
                    "configs/cpu.pbtxt that gatta-serve uses on hosts without a GPU; cpu = KIND_CPU; auto = gpu when "
-                   "this host has CUDA.")
+                   "this host has CUDA. On cpu the graph spells each modulation's channel broadcast out where ONNX "
+                   "Runtime then keeps the second pass in its blocked CPU layout (exact; docs/export.md).")
 @click.option("--threads", default="auto", show_default=True, callback=_count_or_auto,
               help="python flavour: ONNX Runtime threads per model instance; auto = the serving host's cores "
                    "divided among the instances, worked out when the model loads.")

@@ -53,6 +53,13 @@ class ExportOptions:
     instances: int | str = "auto"  # Triton model instances (auto: one per core, at most 4, on CPU)
     device: str = "auto"  # python flavour: cpu | gpu | auto (gpu when this host has CUDA)
 
+    def graph_layout(self) -> str:
+        """The ONNX graph's layout (onnx_graph.export_onnx): cpu when a flavour written runs ONNX
+        Runtime's CPU provider (the python flavour on cpu), else gpu (the onnxruntime flavour
+        and the python flavour on a GPU share it)."""
+        on_cpu = self.flavour in ("python", "both") and resolve_device(self.device) == "cpu"
+        return "cpu" if on_cpu else "gpu"
+
     def repository_options(self, flavour: str) -> RepositoryOptions:
         """What of these options reaches one flavour's Triton repository."""
         return RepositoryOptions(name=self.name, version=self.version, flavour=flavour, max_batch=self.max_batch,
@@ -225,7 +232,8 @@ def export_checkpoint(ckpt: Path, opts: ExportOptions, progress=lambda msg: None
     staging = Path(tempfile.mkdtemp(prefix=".gatta-export-", dir=opts.out))
     try:
         progress("exporting ONNX graph")
-        onnx_path = export_onnx(model, signature, staging / "model.onnx", opts.opset, opts.fp16)
+        onnx_path = export_onnx(model, signature, staging / "model.onnx", opts.opset, opts.fp16,
+                                opts.graph_layout())
         progress("checking graph (onnx.checker full, shape inference)")
         try:
             check_onnx(onnx_path)

@@ -16,6 +16,10 @@ from torch import nn
 from gatta import contract
 from gatta.contract import ModelMetadata
 
+from . import cpu_layout
+
+LAYOUTS = ("cpu", "gpu")
+
 
 class ServedGatta(nn.Module):
     """image (+ lesion_mask, query_bias) -> logits, probs, q_avg, gatta_<layer>..."""
@@ -64,8 +68,15 @@ def example_inputs(signature: ModelMetadata, batch: int = 2, seed: int = 0) -> d
     return feeds
 
 
-def export_onnx(model, signature: ModelMetadata, path: Path, opset: int = 17, fp16: bool = False) -> Path:
-    """Trace and write ``path`` as a single file (weights inline, no ``.onnx.data``)."""
+def export_onnx(model, signature: ModelMetadata, path: Path, opset: int = 17, fp16: bool = False,
+                layout: str = "cpu") -> Path:
+    """Trace and write ``path`` as a single file (weights inline, no ``.onnx.data``).
+
+    ``layout="cpu"`` shapes the modulations for ONNX Runtime's blocked CPU layout
+    (``cpu_layout.py``; kept only where this machine's optimiser keeps them blocked);
+    ``"gpu"`` leaves them as broadcasts, one kernel each on a GPU."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
     model = model.eval()
     # The wrapper must be in eval mode too: the exporter restores the wrapper's mode after
     # tracing, and a wrapper left in training mode would switch the model's dropout back on.
@@ -87,7 +98,14 @@ def export_onnx(model, signature: ModelMetadata, path: Path, opset: int = 17, fp
                           do_constant_folding=True)
     graph = onnx.load(str(path))
     _add_input_defaults(graph, signature)
-    _pool_modulated_maps_in_nchw(graph)
+    blocked: set[str] = set()
+    if layout == "cpu" and not fp16:  # the blocked layout is FP32 only
+        expanded = cpu_layout.modulate_in_blocked_layout(graph)
+        if expanded:
+            onnx.save(graph, str(path))
+            blocked = cpu_layout.blocked_in_onnxruntime(path, expanded)
+            cpu_layout.undo_expansions(graph, set(expanded) - blocked, expanded)
+    cpu_layout.pool_modulated_maps_in_nchw(graph, skip=blocked)
     graph.doc_string = "GAttANet (global attention agreement), exported by gattanet"
     onnx.save(graph, str(path))
     return path
@@ -99,36 +117,6 @@ def _add_input_defaults(graph: onnx.ModelProto, signature: ModelMetadata) -> Non
     for spec in signature.optional_inputs:
         graph.graph.initializer.append(numpy_helper.from_array(contract.default_input(spec.name, 1, spec.dims),
                                                                spec.name))
-
-
-def _pool_modulated_maps_in_nchw(graph: onnx.ModelProto) -> int:
-    """Put the layout change after the pooling that follows a modulated map, not before it.
-
-    ONNX Runtime's CPU optimiser runs convolutions and pools in a blocked layout (NCHWc) and
-    reorders tensors in and out of it. The second pass modulates each map in plain NCHW
-    (``x * (1 + gain * gatta)`` broadcasts one gatta value over the channels, which NCHWc ops
-    cannot), so a MaxPool reading that product would get a ReorderInput on the full map. Read
-    through ``Reshape(x, Shape(x))`` (the same tensor; its channel count is then unknown to
-    the optimiser) the pool stays in NCHW and the reorder happens after it, on a 4x smaller
-    tensor, or not at all before a Flatten. Toy model, batch 256, one thread: 3 ReorderInput ->
-    2 (on pooled maps), 7 ReorderOutput -> 6, ~4% less CPU per image, identical outputs.
-    Returns how many pools were rewired."""
-    nodes = graph.graph.node
-    producer = {out: n for n in nodes for out in n.output}
-    rewired, out = 0, []
-    for node in nodes:
-        source = producer.get(node.input[0]) if node.input else None
-        if node.op_type in ("MaxPool", "AveragePool") and source is not None and source.op_type == "Mul":
-            x = node.input[0]
-            shape, same = f"{x}_shape_for_pool", f"{x}_for_pool"
-            out.append(onnx.helper.make_node("Shape", [x], [shape], name=f"{node.name}_input_shape"))
-            out.append(onnx.helper.make_node("Reshape", [x, shape], [same], name=f"{node.name}_input"))
-            node.input[0] = same
-            rewired += 1
-        out.append(node)
-    del nodes[:]
-    nodes.extend(out)
-    return rewired
 
 
 def check_onnx(path: Path) -> onnx.ModelProto:
