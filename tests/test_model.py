@@ -236,9 +236,13 @@ def test_resnet_answers_do_not_depend_on_the_rest_of_the_batch():
         batched = model(image, return_maps=True)
         single = [model(image[i:i + 1], return_maps=True) for i in range(4)]
         torch.testing.assert_close(batched.logits, torch.cat([s.logits for s in single]), atol=1e-5, rtol=1e-5)
+        # batched and single-image convolutions round differently (oneDNN picks kernels by
+        # batch): on an AVX-512 machine the avgpool tap's 512 agreement values (up to 7.3 in
+        # magnitude) differed by up to 1.9e-5, float32 rounding of the sums behind them; a
+        # batch leak (training-mode statistics) moves whole maps by orders more
         for name in batched.gatta:
             torch.testing.assert_close(batched.gatta[name], torch.cat([s.gatta[name] for s in single]),
-                                       atol=1e-5, rtol=1e-5)
+                                       atol=1e-4, rtol=1e-4)
         assert (batched.logits - batched.baseline_logits).abs().max() > 1e-3
         model.head.alpha.zero_()
         out = model(image)
