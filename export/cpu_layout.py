@@ -17,10 +17,10 @@ have the same batch axis, hence the ``batch`` labels on the scale maps: every sc
 agreement of the image batch times a per-image gain (a [1, L] default lesion mask broadcasts to
 it), so its batch axis is the image's.
 
-Measured (docs/performance-analysis.md): ResNet18 at 224 px, batch 8, GAttANet / baseline
-2.22x -> 2.07x (floor 1.93x); the toy model unchanged within noise (its maps fit the layout
-changes' cost either way). On a GPU the expansion is one more small convolution per map, so
-the exporter applies it to CPU exports only.
+Measured (docs/performance-analysis.md, "The modulation in the blocked layout"): DenseNet-121
+at 224 px 9% less time, ResNet18 and EfficientNet-B0 1-2%, the toy model within noise (about
+eight passes over its maps remain, which only fusion would remove). On a GPU the expansion is
+one more small kernel per map, so the exporter applies it to CPU exports only.
 """
 
 from __future__ import annotations
