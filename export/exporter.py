@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 from google.protobuf import text_format
 
 from gatta import contract
@@ -26,6 +27,7 @@ from gatta.contract import ModelMetadata
 from gatta.model.checkpoint import CheckpointMeta, load_checkpoint
 from gatta.model.reference import REFERENCE_TOL, against_reference, read_reference
 
+from . import cpu_layout
 from .onnx_graph import check_onnx, export_onnx
 from .repository import DEVICES, FLAVOURS, RepositoryOptions, read_config, write_repository
 from .signature import signature_for
@@ -59,6 +61,12 @@ class ExportOptions:
         and the python flavour on a GPU share it)."""
         on_cpu = self.flavour in ("python", "both") and resolve_device(self.device) == "cpu"
         return "cpu" if on_cpu else "gpu"
+
+    def cpu_twin_graph(self) -> bool:
+        """Whether to also write the CPU twin's own graph: a python flavour exported for a GPU
+        serves on hosts without one through configs/cpu.pbtxt, which then loads the graph
+        shaped for ONNX Runtime's CPU layout (the blocked layout is FP32 only)."""
+        return self.flavour in ("python", "both") and resolve_device(self.device) == "gpu" and not self.fp16
 
     def repository_options(self, flavour: str) -> RepositoryOptions:
         """What of these options reaches one flavour's Triton repository."""
@@ -222,6 +230,25 @@ def _move_into_place(staged_repo: Path, repo: Path) -> None:
             os.replace(item, dest)
 
 
+def _cpu_twin_graph(model, signature, staging: Path, opts: ExportOptions, images, verification: dict,
+                    progress) -> Path | None:
+    """The CPU twin's graph (ExportOptions.cpu_twin_graph), verified against PyTorch like the
+    main graph (its worst differences in ``verification["cpu_graph"]``); None where ONNX
+    Runtime here keeps no modulation blocked, so it would equal the main graph."""
+    progress("exporting the CPU twin's graph (blocked-layout modulations)")
+    path = export_onnx(model, signature, staging / contract.CPU_GRAPH_FILE, opts.opset, opts.fp16, "cpu")
+    if not any(cpu_layout.is_expansion(n) for n in onnx.load(str(path), load_external_data=False).graph.node):
+        path.unlink()
+        return None
+    try:
+        check_onnx(path)
+    except Exception as exc:
+        raise ExportError(f"the CPU twin's graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
+    progress("verifying the CPU twin's graph against PyTorch")
+    verification["cpu_graph"] = verify_export(model, signature, path, images, opts.fp16)["worst"]
+    return path
+
+
 def export_checkpoint(ckpt: Path, opts: ExportOptions, progress=lambda msg: None) -> ExportReport:
     model, meta = load_checkpoint(ckpt)
     flavours = list(FLAVOURS) if opts.flavour == "both" else [opts.flavour]
@@ -250,10 +277,13 @@ def export_checkpoint(ckpt: Path, opts: ExportOptions, progress=lambda msg: None
         if reference is not None and not opts.baseline:  # the reference holds GAttANet's logits
             progress("verifying against the FP32 model the checkpoint was shipped from")
             verification["fp32_reference"] = verify_reference(onnx_path, signature, reference)
+        cpu_graph = None
+        if opts.cpu_twin_graph():
+            cpu_graph = _cpu_twin_graph(model, signature, staging, opts, images, verification, progress)
         report = ExportReport(signature, verification)
         for flavour, repo in zip(flavours, repos):
             staged = staging / f"repo-{flavour}"
-            files = write_repository(staged, signature, onnx_path, opts.repository_options(flavour))
+            files = write_repository(staged, signature, onnx_path, opts.repository_options(flavour), cpu_graph)
             for f in files:
                 report.files[str(repo / f.relative_to(staged))] = f.stat().st_size
             for old in replaced[repo]:  # only with --force (checked above)

@@ -61,6 +61,7 @@ class RepositoryOptions:
     instances: int | str = AUTO  # Triton model instances (instance_group count), or auto
     warmup: bool = True  # onnxruntime flavour: one warm-up batch at load
     device: str = "cpu"  # python flavour: cpu (KIND_CPU) or gpu (KIND_GPU + configs/cpu.pbtxt)
+    graph: str = contract.GRAPH_FILE  # python flavour: the ONNX file in the version folder it loads
 
 
 def resolve_instances(instances: int | str, flavour: str, device: str) -> int:
@@ -168,6 +169,8 @@ def model_config(meta: ModelMetadata, opts: RepositoryOptions) -> mc.ModelConfig
     params = triton_parameters(dataclasses.replace(meta, flavour=opts.flavour), meta.inputs)
     if not native:
         params["intra_op_threads"] = _threads(opts.threads)
+        if opts.graph != contract.GRAPH_FILE:
+            params[contract.PARAM_GRAPH] = opts.graph
     _set_parameters(config, params)
     return config
 
@@ -239,19 +242,26 @@ def classifier_model_source() -> str:
     return model_source("classifier_model.py")
 
 
-def write_repository(staging: Path, meta: ModelMetadata, onnx_file: Path, opts: RepositoryOptions) -> list[Path]:
-    """Lay the model out under ``staging`` (an empty folder); returns the files written."""
+def write_repository(staging: Path, meta: ModelMetadata, onnx_file: Path, opts: RepositoryOptions,
+                     cpu_graph: Path | None = None) -> list[Path]:
+    """Lay the model out under ``staging`` (an empty folder); returns the files written.
+    ``cpu_graph``: the graph a python-flavour GPU export's CPU twin (configs/cpu.pbtxt) loads
+    instead of ``onnx_file`` (export/cpu_layout.py)."""
     model_dir = staging / opts.name
     version_dir = model_dir / str(opts.version)
     version_dir.mkdir(parents=True)
-    shutil.copyfile(onnx_file, version_dir / "model.onnx")
+    shutil.copyfile(onnx_file, version_dir / contract.GRAPH_FILE)
+    twin_graph = contract.GRAPH_FILE
+    if cpu_graph is not None and opts.flavour == "python" and opts.device == "gpu":
+        shutil.copyfile(cpu_graph, version_dir / contract.CPU_GRAPH_FILE)
+        twin_graph = contract.CPU_GRAPH_FILE
     (model_dir / "config.pbtxt").write_text(_text(model_config(meta, opts)))
     (model_dir / "labels.txt").write_text("\n".join(meta.labels) + "\n")
     if opts.flavour == "python":
         (version_dir / "model.py").write_text(classifier_model_source())
         if opts.device == "gpu":
             (model_dir / "configs").mkdir()
-            cpu = model_config(meta, dataclasses.replace(opts, device="cpu"))
+            cpu = model_config(meta, dataclasses.replace(opts, device="cpu", graph=twin_graph))
             (model_dir / "configs" / f"{contract.CPU_CONFIG_NAME}.pbtxt").write_text(_text(cpu))
     if opts.encoded:
         pre = staging / (opts.name + contract.PREPROCESS_SUFFIX)

@@ -66,6 +66,12 @@ PARAM_PREPROCESSING = "preprocessing"  # Preprocessing.to_dict() as JSON
 # Runtime's CUDA execution provider) and carries configs/cpu.pbtxt (KIND_CPU, CPU provider),
 # which gatta-serve selects with tritonserver --model-config-name=cpu on hosts without a GPU.
 CPU_CONFIG_NAME = "cpu"
+# The graph file the python-flavour model loads (config parameter PARAM_GRAPH; absent: GRAPH_FILE).
+# A GPU export's CPU twin loads CPU_GRAPH_FILE where the exporter wrote one: the same model with
+# its modulations shaped for ONNX Runtime's blocked CPU layout (export/cpu_layout.py).
+PARAM_GRAPH = "graph"
+GRAPH_FILE = "model.onnx"
+CPU_GRAPH_FILE = "model_cpu.onnx"
 
 
 def gatta_output(layer: str) -> str:

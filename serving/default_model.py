@@ -41,6 +41,9 @@ def checkpoint_digest(path: Path) -> str:
 
 
 DEFAULT_NAME = "gatta"  # the model name of a lone checkpoint, gatta-client's default before several models
+# part of the export cache's key: raised when what gatta-export writes for the same checkpoint
+# changes (2: the CPU twin's blocked-layout graph), so a cached repository from before is not reused
+REPOSITORY_REVISION = 2
 
 
 class ModelSpecError(ValueError):
@@ -96,6 +99,7 @@ def models_repository(models: dict[str, Path], flavour: str = "python", echo=pri
         if not Path(ckpt).exists():
             raise FileNotFoundError(f"checkpoint {ckpt} is missing; pass --model-repository or --ckpt")
     h = hashlib.sha256()
+    h.update(f"{REPOSITORY_REVISION}\0".encode())
     for name, ckpt in sorted(models.items()):
         h.update(f"{name}\0{checkpoint_digest(ckpt)}\0".encode())
     label = "+".join(sorted(models))[:80]  # readable; the hash is what tells exports apart

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from google.protobuf import json_format
 
 from gatta.client.models import served_device
-from gatta.contract import CPU_CONFIG_NAME
+from gatta.contract import CPU_CONFIG_NAME, CPU_GRAPH_FILE
+from gatta.export import cpu_layout
 from gatta.export.repository import read_config
 from gatta.serving.devices import PlacementError, has_gpu, placement
 from gatta.export.verify import ort_session
@@ -32,10 +33,46 @@ def test_gpu_export_has_kind_gpu_and_an_otherwise_identical_cpu_twin(tiny_export
     assert [(g.kind, g.count) for g in gpu.instance_group] == [(gpu.instance_group[0].KIND_GPU, 1)]
     assert [(g.kind, g.count) for g in cpu.instance_group] == [(cpu.instance_group[0].KIND_CPU, 1)]
     del gpu.instance_group[:], cpu.instance_group[:]
+    # the twin loads its own graph where ONNX Runtime here keeps the blocked-layout modulation
+    # (export/cpu_layout.py; x86 with AVX2 or better), else the same one
+    twin = model / "1" / CPU_GRAPH_FILE
+    assert "graph" not in gpu.parameters
+    assert cpu.parameters.pop("graph").string_value == CPU_GRAPH_FILE if twin.exists() else "graph" not in cpu.parameters
     assert gpu == cpu  # same tensors, batching and contract parameters
     assert not (tiny_export[0] / "gatta_preprocess" / "configs").exists()  # decoding stays on the CPU
     assert served_device(_as_served_json(read_config(model / "config.pbtxt"))) == \
         "GPU all (1 instance per GPU), ONNX Runtime CUDAExecutionProvider"
+
+
+def test_the_cpu_twins_graph_is_the_same_model_in_the_blocked_layout(tiny_export, tmp_path):
+    import onnx
+
+    version = tiny_export[0] / "gatta" / "1"
+    main = onnx.load(str(version / "model.onnx"))
+    assert not any(cpu_layout.is_expansion(n) for n in main.graph.node)  # a GPU graph keeps its broadcasts
+    if not (version / CPU_GRAPH_FILE).exists():
+        assert not cpu_layout.blocked_in_onnxruntime(*_expanded_copy(main, tmp_path))
+        pytest.skip("ONNX Runtime here has no blocked CPU kernels: the twin serves model.onnx")
+    twin = onnx.load(str(version / CPU_GRAPH_FILE))
+    assert sum(cpu_layout.is_expansion(n) for n in twin.graph.node) >= 1
+    rng = np.random.default_rng(3)
+    feeds = {"image": rng.random((3, 3, 16, 16), dtype=np.float32),
+             "lesion_mask": rng.integers(0, 2, (3, 5)).astype(np.float32),
+             "query_bias": rng.normal(size=(3, 8)).astype(np.float32)}
+    a = ort_session(version / "model.onnx").run(None, feeds)
+    b = ort_session(version / CPU_GRAPH_FILE).run(None, feeds)
+    assert max(float(np.abs(x - y).max()) for x, y in zip(a, b)) <= 1e-5
+
+
+def _expanded_copy(graph, folder):
+    import copy
+
+    import onnx
+
+    graph = copy.deepcopy(graph)
+    expanded = cpu_layout.modulate_in_blocked_layout(graph)
+    onnx.save(graph, str(folder / "probe.onnx"))
+    return folder / "probe.onnx", expanded
 
 
 def test_placement_picks_the_cpu_twin_in_one_line_or_refuses(tiny_export, tmp_path):

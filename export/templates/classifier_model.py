@@ -45,8 +45,8 @@ def _session(model_path, opts, args):
     instance = args["model_instance_name"]
     if args.get("model_instance_kind") != "GPU":
         session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
-        pb_utils.Logger.log_info(f"{instance}: ONNX Runtime {ort.__version__} CPUExecutionProvider, "
-                                 f"{opts.intra_op_num_threads} intra-op thread(s)")
+        pb_utils.Logger.log_info(f"{instance}: {os.path.basename(model_path)} on ONNX Runtime {ort.__version__} "
+                                 f"CPUExecutionProvider, {opts.intra_op_num_threads} intra-op thread(s)")
         return session
     device = int(args["model_instance_device_id"])
     if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -78,7 +78,10 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.meta = json.loads(params["gatta"])
-        model_path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        # parameter "graph" (gatta.contract.PARAM_GRAPH): a GPU export's CPU twin loads the graph
+        # shaped for ONNX Runtime's CPU layout, model_cpu.onnx; otherwise model.onnx
+        graph = params.get("graph", "model.onnx")
+        model_path = os.path.join(args["model_repository"], args["model_version"], graph)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads(params.get("intra_op_threads", "1"), config)
         opts.inter_op_num_threads = 1
