@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import statistics
+import warnings
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -51,10 +53,74 @@ def analytic_floor(model) -> tuple[float, float]:
     return (passes * sum(macs) - (passes - 1) * macs[0]) / sum(macs), macs[0] / sum(macs)
 
 
+class _StageZeroThenRest(nn.Module):
+    """image -> logits through stage 0 and then the later stages as one named block
+    (``/later/`` in the exported node names), so the block can be repeated in ONNX."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.later = nn.Sequential(*model.backbone.stages[1:])
+
+    def forward(self, image):
+        return self.later(self.model.backbone.stages[0](self.model.normalize(image)))
+
+
+# ONNX Runtime would run the identical passes once: its common-subexpression elimination
+# merges nodes with the same inputs and attributes
+PASSES_DISABLED_OPTIMIZERS = ["CommonSubexpressionElimination"]
+
+
+def export_backbone_passes(model, path: Path) -> Path:
+    """What a GAttANet graph would cost if its attention were free (its measured floor): the
+    backbone with no attention, stage 0 once and every later stage T+1 times from its output,
+    each pass's logits an output (``logits_pass1`` ...). Unlike the analytic floor it charges
+    what multiply-adds do not count (pooling, normalisation, layout copies). Time it in a
+    session with ``PASSES_DISABLED_OPTIMIZERS`` off (``backbone_passes_session``)."""
+    module = _StageZeroThenRest(model.eval()).eval()
+    size = model.config.image_size
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(module, (torch.rand(2, 3, size, size),), str(path), input_names=[IMAGE],
+                          output_names=["logits_pass1"], dynamic_axes={IMAGE: {0: "batch"}, "logits_pass1": {0: "batch"}},
+                          opset_version=17, dynamo=False, external_data=False)
+    graph = onnx.load(str(path))
+    later = [n for n in graph.graph.node if "/later/" in n.name]
+    produced = {o for n in later for o in n.output}
+    first_output = graph.graph.output[0]
+    for p in range(2, model.config.iterations + 2):
+        for node in later:
+            twin = onnx.NodeProto()
+            twin.CopyFrom(node)
+            twin.name = f"{node.name}_pass{p}"
+            twin.input[:] = [f"{i}_pass{p}" if i in produced else i for i in node.input]
+            twin.output[:] = [f"{o}_pass{p}" for o in node.output]
+            graph.graph.node.append(twin)
+        out = onnx.ValueInfoProto()
+        out.CopyFrom(first_output)
+        out.name = f"logits_pass{p}"
+        graph.graph.output.append(out)
+        graph.graph.node.append(onnx.helper.make_node("Identity", [f"{first_output.name}_pass{p}"], [out.name]))
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
+    return path
+
+
+def backbone_passes_session(path: Path, options=None):
+    """An ONNX Runtime session for ``export_backbone_passes``'s graph: default options but the
+    one optimiser that would merge its passes."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=PASSES_DISABLED_OPTIMIZERS)
+
+
 def second_pass_rounds(models: dict, batch: int = 64, rounds: int = 10, reps: int = 7, seed: int = 0) -> dict:
     """Time of each GAttANet graph over its baseline graph under ONNX Runtime's default session
     options, per round (each round runs every graph once, order flipped every other round).
-    ``models``: label -> GattaNet; the baseline graph is the first model's backbone."""
+    ``models``: label -> GattaNet; the baseline graph is the first model's backbone. Each model
+    is also held against its measured floor: the backbone's passes without attention
+    (``export_backbone_passes``, one graph per step count), timed in the same rounds."""
     import onnxruntime as ort
 
     from .interleaved import spread, timed_block
@@ -62,11 +128,16 @@ def second_pass_rounds(models: dict, batch: int = 64, rounds: int = 10, reps: in
     tmp = Path(tempfile.mkdtemp())
     first = next(iter(models.values()))
     paths = {"baseline": export_onnx(first, signature_for(first, baseline=True), tmp / "baseline.onnx")}
+    floors = {}
     for label, model in models.items():
         paths[label] = export_onnx(model, signature_for(model), tmp / f"{len(paths)}.onnx")
+        floors[label] = f"{model.config.iterations + 1} passes, no attention"
+        if floors[label] not in paths:
+            paths[floors[label]] = export_backbone_passes(model, tmp / f"{len(paths)}.onnx")
     quiet = ort.SessionOptions()
     quiet.log_severity_level = 3  # warnings only; every performance option stays default
-    sessions = {k: ort.InferenceSession(str(p), quiet, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
+    sessions = {k: backbone_passes_session(p, quiet) if k in floors.values() else
+                ort.InferenceSession(str(p), quiet, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
     size = first.config.image_size
     x = {IMAGE: np.random.default_rng(seed).random((batch, 3, size, size), dtype=np.float32)}
     names = list(sessions)
@@ -80,8 +151,10 @@ def second_pass_rounds(models: dict, batch: int = 64, rounds: int = 10, reps: in
     for label, model in models.items():
         floor, _ = analytic_floor(model)
         ratio = spread([g / b for g, b in zip(times[label], times["baseline"])])
+        measured = spread([f / b for f, b in zip(times[floors[label]], times["baseline"])])
         out["models"][label] = {"iterations": model.config.iterations, "floor": floor, "ratio": ratio,
-                                "vs_floor": ratio["median"] / floor}
+                                "vs_floor": ratio["median"] / floor, "measured_floor": measured,
+                                "vs_measured_floor": spread([g / f for g, f in zip(times[label], times[floors[label]])])}
     return out
 
 

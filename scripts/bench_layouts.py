@@ -6,9 +6,11 @@ For the shipped toy model (batch 16 and 64) and one random-weight member of each
 family at 224 px (batch 8, calibrated batch norm as in `make bench`): the baseline graph, the
 GAttANet graph as exported for a GPU (``layout="gpu"``: each modulation a channel broadcast,
 which is also what the CPU export wrote before) and as exported for the CPU (``layout="cpu"``),
-timed interleaved in their steady state (bench/interleaved.py ``timed_block``), each round
-flipping the order. Prints, per row, each graph over the baseline and cpu over gpu, as median
-[min-max] over the rounds, with the operator counts ONNX Runtime runs after optimisation.
+and the measured floor (the backbone's two passes with no attention, bench/graphs.py
+``export_backbone_passes``), timed interleaved in their steady state (bench/interleaved.py
+``timed_block``), each round flipping the order. Prints, per row, each graph over the baseline,
+cpu over gpu and cpu over the measured floor, as median [min-max] over the rounds, with the
+operator counts ONNX Runtime runs after optimisation.
 """
 
 from __future__ import annotations
@@ -23,29 +25,32 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from gatta.bench.graphs import FAMILY_ROWS, analytic_floor, calibrated_model
+from gatta.bench.graphs import (FAMILY_ROWS, analytic_floor, backbone_passes_session, calibrated_model,
+                                export_backbone_passes)
 from gatta.bench.interleaved import machine_load, spread, timed_block
 from gatta.export.onnx_graph import export_onnx
 from gatta.export.signature import signature_for
 from gatta.model.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-GRAPHS = ("baseline", "gpu", "cpu")
+GRAPHS = ("baseline", "gpu", "cpu", "passes")
 RUN_OPS = ("ReorderInput", "ReorderOutput")
 
 
 def sessions_for(model, tmp: Path, stem: str) -> tuple[dict, dict]:
-    """ONNX Runtime sessions (default options) of the three graphs, and their optimised
-    operator counts."""
+    """ONNX Runtime sessions (default options; the passes graph without the optimiser that would
+    merge its passes) of the four graphs, and their optimised operator counts."""
     paths = {"baseline": export_onnx(model, signature_for(model, baseline=True), tmp / f"{stem}-baseline.onnx")}
     for layout in ("gpu", "cpu"):
         paths[layout] = export_onnx(model, signature_for(model), tmp / f"{stem}-{layout}.onnx", layout=layout)
+    paths["passes"] = export_backbone_passes(model, tmp / f"{stem}-passes.onnx")
     sessions, ops = {}, {}
     for kind, path in paths.items():
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.optimized_model_filepath = str(path.with_suffix(".optimised.onnx"))
-        sessions[kind] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sessions[kind] = (backbone_passes_session(path, opts) if kind == "passes" else
+                          ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]))
         optimised = collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
         ops[kind] = {"total": sum(optimised.values()), **{k: optimised[k] for k in RUN_OPS}}
     return sessions, ops
@@ -69,6 +74,8 @@ def summarise(times: dict[str, list[float]], floor: float, ops: dict) -> dict:
     for layout in ("gpu", "cpu"):
         row[layout] = spread([g / b for g, b in zip(times[layout], base)])
     row["cpu_over_gpu"] = spread([c / g for c, g in zip(times["cpu"], times["gpu"])])
+    row["measured_floor"] = spread([p / b for p, b in zip(times["passes"], base)])
+    row["cpu_over_measured_floor"] = spread([c / p for c, p in zip(times["cpu"], times["passes"])])
     return row
 
 
@@ -90,8 +97,9 @@ def main():
     cases += [(f"{name} 224 b8", name, 8, args.family_rounds) for name in args.families.split(",") if name]
     built: dict[str, tuple] = {}
     print("| graph | baseline ms | broadcast (gpu) / baseline | blocked (cpu) / baseline | cpu / gpu | floor "
-          "| operators run: baseline, gpu, cpu | Reorder In+Out: gpu, cpu |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| two passes, no attention / baseline | cpu / two passes | operators run: baseline, gpu, cpu "
+          "| Reorder In+Out: gpu, cpu |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for label, model, batch, rounds in cases:
         if isinstance(model, str):
             model = calibrated_model(model, 224)
@@ -104,7 +112,8 @@ def main():
         result["rows"][label] = {"batch": batch, "rounds": rounds, **row}
         reorders = [ops[k]["ReorderInput"] + ops[k]["ReorderOutput"] for k in ("gpu", "cpu")]
         print(f"| {label} | {fmt(row['baseline_ms'], '')} | {fmt(row['gpu'])} | {fmt(row['cpu'])} | "
-              f"{fmt(row['cpu_over_gpu'])} | {row['floor']:.2f}x | "
+              f"{fmt(row['cpu_over_gpu'])} | {row['floor']:.2f}x | {fmt(row['measured_floor'])} | "
+              f"{fmt(row['cpu_over_measured_floor'])} | "
               f"{ops['baseline']['total']}, {ops['gpu']['total']}, {ops['cpu']['total']} | "
               f"{reorders[0]}, {reorders[1]} |", flush=True)
     result["load_end"] = machine_load()

@@ -184,6 +184,34 @@ def _range(s: dict, fmt: str = "{:,.0f}") -> str:
     return f"{fmt.format(s['median'])} [{fmt.format(s['min'])}-{fmt.format(s['max'])}]"
 
 
+def _floor_note(second_pass: dict) -> list[str]:
+    if not any("measured_floor" in m for m in second_pass["models"].values()):
+        return []
+    return ["Measured floor: the backbone's passes with no attention at all (stage 0 once, the rest T+1 "
+            "times; bench/graphs.py `export_backbone_passes`), timed in the same rounds: what the GAttANet "
+            "graph would cost if its attention were free. It charges what multiply-adds do not count "
+            "(pooling, normalisation, layout copies).", ""]
+
+
+def _second_pass_table(models: dict, first: str = "model") -> list[str]:
+    """One row per GAttANet graph: over its baseline, its analytic floor and, where measured,
+    its measured floor (older results have none: their pages keep their columns)."""
+    measured = all("measured_floor" in m for m in models.values())
+    with_base = all("baseline_ms" in m for m in models.values())
+    head = [first] + (["baseline ms a batch"] if with_base else []) + ["GAttANet / baseline", "analytic floor",
+                                                                       "median / floor"]
+    if measured:
+        head += ["measured floor", "GAttANet / measured floor"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, m in models.items():
+        cells = [label] + ([_range(m["baseline_ms"], "{:.1f}")] if with_base else [])
+        cells += [f"{_range(m['ratio'], '{:.2f}')}x", f"{m['floor']:.2f}x", f"{m['vs_floor']:.2f}x"]
+        if measured:
+            cells += [f"{_range(m['measured_floor'], '{:.2f}')}x", f"{_range(m['vs_measured_floor'], '{:.2f}')}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def render(result: dict) -> str:
     ls, le = result["load_start"], result["load_end"]
     ip = result["in_process"]
@@ -232,10 +260,7 @@ def render(result: dict) -> str:
                   "running one model; the median of those is the round's time); baseline "
                   f"{_range(sp['baseline_ms'], '{:.1f}')} ms a batch. Floor: T+1 passes minus the prefix (conv1) "
                   "that runs once, from the multiply-adds.", "",
-                  "| model | GAttANet / baseline | analytic floor | median / floor |", "|---|---|---|---|"]
-        for label, m in sp["models"].items():
-            lines.append(f"| {label} | {_range(m['ratio'], '{:.2f}')}x | {m['floor']:.2f}x | {m['vs_floor']:.2f}x |")
-        lines.append("")
+                  *_floor_note(sp), *_second_pass_table(sp["models"])]
     rn = result.get("resnet")
     if rn:
         sv, ipr = rn["served"], rn["in_process"]
@@ -250,10 +275,7 @@ def render(result: dict) -> str:
         lines += [f"Cost of the second pass, batch 32, {rsp['rounds']} rounds (baseline "
                   f"{_range(rsp['baseline_ms'], '{:.1f}')} ms a batch); the floor counts the stem "
                   "(conv1-bn1-ReLU) once:", "",
-                  "| model | GAttANet / baseline | analytic floor | median / floor |", "|---|---|---|---|"]
-        for label, m in rsp["models"].items():
-            lines.append(f"| {label} | {_range(m['ratio'], '{:.2f}')}x | {m['floor']:.2f}x | {m['vs_floor']:.2f}x |")
-        lines.append("")
+                  *_second_pass_table(rsp["models"])]
     fam = result.get("families")
     if fam and fam["models"]:
         lines += [f"## Cost of the second pass per backbone family ({fam['image_size']} px, batch {fam['batch']})", "",
@@ -261,12 +283,7 @@ def render(result: dict) -> str:
                   f"layer norm) and the attach rule of docs/backbones.md; {fam['rounds']} rounds as above, each "
                   "GAttANet graph over its own baseline graph. The floor: what must run twice (every stage after "
                   "the first attached layer), from the multiply-adds.", "",
-                  "| backbone | baseline ms a batch | GAttANet / baseline | analytic floor | median / floor |",
-                  "|---|---|---|---|---|"]
-        for name, m in fam["models"].items():
-            lines.append(f"| {name} | {_range(m['baseline_ms'], '{:.1f}')} | {_range(m['ratio'], '{:.2f}')}x | "
-                         f"{m['floor']:.2f}x | {m['vs_floor']:.2f}x |")
-        lines.append("")
+                  *_second_pass_table(fam["models"], first="backbone")]
     lines += ["Where the time beyond the floor goes, which ONNX Runtime release, and what a batch-1 request "
               "spends where: [performance-analysis.md](performance-analysis.md).", "",
               "## GPU rows", "",

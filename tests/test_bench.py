@@ -111,6 +111,43 @@ def test_analytic_floor_counts_every_pass():
     assert two == pytest.approx(3 - 2 * prefix)
 
 
+def test_backbone_passes_graph_is_the_backbone_run_again(tmp_path):
+    """The measured floor's graph: every pass's logits equal the baseline's, and ONNX Runtime
+    runs the later stages (convolutions and poolings) once per pass: merged passes would put
+    the floor at one pass."""
+    import collections
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from gatta.bench.graphs import backbone_passes_session, export_backbone_passes
+    from gatta.model.network import GattaNet
+
+    from helpers import make_model
+
+    for iterations in (1, 2):
+        model = make_model(iterations=iterations)
+        def count(kind):
+            return [sum(isinstance(m, kind) for m in s.modules()) for s in model.backbone.stages]
+        path = export_backbone_passes(model, tmp_path / f"passes{iterations}.onnx")
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(tmp_path / f"opt{iterations}.onnx")
+        session = backbone_passes_session(path, opts)
+        image = np.random.default_rng(0).random((3, 3, 16, 16), dtype=np.float32)
+        outs = session.run(None, {"image": image})
+        with torch.no_grad():
+            expected = GattaNet.forward_backbone(model, torch.from_numpy(image)).numpy()
+        assert len(outs) == iterations + 1
+        for out in outs:
+            np.testing.assert_allclose(out, expected, atol=1e-5)
+        ran = collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
+        for op, kind in (("Conv", torch.nn.Conv2d), ("MaxPool", torch.nn.MaxPool2d)):
+            per_stage = count(kind)
+            assert ran[op] == per_stage[0] + (iterations + 1) * sum(per_stage[1:]), op
+
+
 def test_second_pass_rounds_on_a_tiny_model():
     from gatta.bench.graphs import second_pass_rounds
 
@@ -119,6 +156,10 @@ def test_second_pass_rounds_on_a_tiny_model():
     out = second_pass_rounds({"t1": make_model(), "t2": make_model(iterations=2)}, batch=8, rounds=4)
     assert out["rounds"] == 4 and out["models"]["t1"]["ratio"]["n"] == 4
     assert out["models"]["t2"]["floor"] > out["models"]["t1"]["floor"] > 1.5
+    t1, t2 = out["models"]["t1"], out["models"]["t2"]
+    assert t1["measured_floor"]["n"] == t1["vs_measured_floor"]["n"] == 4
+    # the three-pass graph is timed too (not the two-pass one again): it runs a pass more
+    assert t2["measured_floor"]["median"] > t1["measured_floor"]["median"]
 
 
 def test_bench_data_head_step_trains_the_head_alone():
