@@ -183,3 +183,27 @@ def test_bench_data_head_step_trains_the_head_alone():
     opt.step()
     changed = {k for k, v in net.state_dict().items() if not torch.equal(before[k], v)}
     assert changed and all(k.startswith("head.") for k in changed), sorted(changed)[:5]
+
+
+def test_bench_slices_runs_every_image_of_a_batch_in_slices(tmp_path):
+    """bench_slices.py times a batch as consecutive slices: every image is run once, the last
+    slice short, and each image's logits are those of the whole-batch run (the graph is batch
+    independent to float rounding)."""
+    import importlib.util
+
+    import numpy as np
+
+    from gatta.model.checkpoint import load_checkpoint
+
+    spec = importlib.util.spec_from_file_location("bench_slices", ROOT / "scripts" / "bench_slices.py")
+    bench_slices = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_slices)
+    toy, _ = load_checkpoint(ROOT / "models" / "cifar10-toy-d16.pt")
+    rows = bench_slices.rows_for(toy, tmp_path, "toy", 10, [4])
+    assert list(rows) == ["baseline whole", "baseline in slices of 4", "gattanet whole", "gattanet in slices of 4"]
+    feeds = {"image": np.random.default_rng(0).random((10, 3, 32, 32), dtype=np.float32)}
+    whole = rows["gattanet whole"].run(None, feeds)
+    sliced = rows["gattanet in slices of 4"].run(None, feeds)
+    assert [len(s) for s in whole] == [10] and [len(s) for s in sliced] == [4, 4, 2]
+    np.testing.assert_allclose(np.concatenate(sliced), whole[0], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(whole[0], rows["baseline whole"].run(None, feeds)[0], atol=1e-3)
