@@ -24,7 +24,7 @@ from google.protobuf import text_format
 
 from gatta import contract
 from gatta.contract import ModelMetadata
-from gatta.model.checkpoint import CheckpointMeta, load_checkpoint
+from gatta.model.checkpoint import CheckpointMeta, is_synthetic_data, load_checkpoint
 from gatta.model.reference import REFERENCE_TOL, against_reference, read_reference
 
 from . import cpu_layout
@@ -101,7 +101,7 @@ def verification_images(model, meta: CheckpointMeta, n: int = 8, seed: int = 0) 
     """Real validation images when the checkpoint's dataset is on this machine, else random."""
     size = model.config.image_size
     data_path = meta.data
-    if data_path and not str(data_path).startswith("synthetic") and Path(data_path).exists():
+    if data_path and not is_synthetic_data(data_path) and Path(data_path).exists():
         from gatta.training.data import load_images, stratified_split
 
         data = load_images(data_path, size)

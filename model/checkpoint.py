@@ -29,6 +29,18 @@ class CheckpointError(ValueError):
     """A checkpoint file that is missing, truncated, foreign or inconsistent."""
 
 
+def is_synthetic_data(spec: str | Path) -> bool:
+    """Whether a ``--data`` value (and so a checkpoint's ``data``) names generated data,
+    ``synthetic`` or ``synthetic:N[:classes]``, rather than a path; a folder that merely starts
+    with the word, ``synthetic_photos/``, is a path.
+
+    >>> [is_synthetic_data(s) for s in ("synthetic", "synthetic:64:4", "synthetic_photos", "data/x")]
+    [True, True, False, False]
+    """
+    spec = str(spec)
+    return spec == "synthetic" or spec.startswith("synthetic:")
+
+
 @dataclass
 class CheckpointMeta:
     """How a checkpoint came to be: the run's stage and epoch, its data and validation split

@@ -44,7 +44,7 @@ def test_cifar10_pickle_layout(tmp_path):
     assert load_images(tmp_path, split="test").labels.tolist() == [0, 0, 0, 0]
 
 
-def test_one_rule_names_each_source_kind_for_every_loader(tmp_path):
+def test_one_rule_names_each_source_kind_for_every_loader(tmp_path, monkeypatch):
     """CIFAR pickles, folders, plain and compressed tars and synthetic data are told apart once
     (layouts.source_kind); an image folder with a class called ``meta`` is a folder everywhere
     (the streamed path's own CIFAR rule once took it for pickles and refused to stream it)."""
@@ -65,6 +65,11 @@ def test_one_rule_names_each_source_kind_for_every_loader(tmp_path):
              tmp_path / "photos": "folder", tmp_path / "p.tar": "tar", tmp_path / "p.tar.gz": "tar.gz",
              tmp_path / "absent": None}
     assert {k: source_kind(k) for k in kinds} == kinds
+    # a relative folder whose name starts with the word is a folder, not synthetic data
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").rename(tmp_path / "synthetic_photos")
+    assert [source_kind(s) for s in ("synthetic_photos", "synthetic", "synthetic:8:2")] == ["folder", "synthetic", "synthetic"]
+    (tmp_path / "synthetic_photos").rename(tmp_path / "photos")
     assert choose_mode(tmp_path / "photos", 16, "stream") == ("stream", None)
     assert load_images(tmp_path / "photos").class_names == ["meta", "ship"]
 

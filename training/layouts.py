@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from gatta.decoder import IMAGE_SUFFIXES
+from gatta.model.checkpoint import is_synthetic_data
 
 ANNOTATION_FILES = ("val_annotations.txt", "LOC_val_solution.csv")
 SYNSET_FILE = "LOC_synset_mapping.txt"
@@ -109,7 +110,7 @@ def source_kind(source: str | Path) -> str | None:
     """What a ``--data`` value is, by the one rule every loader follows: ``synthetic``
     (``synthetic:N[:classes]``), ``cifar-pickles`` (CIFAR-10/100's python layout, or a folder
     holding it), ``folder``, ``tar`` (plain), ``tar.gz``; None for anything else."""
-    if str(source).startswith("synthetic"):
+    if is_synthetic_data(source):
         return "synthetic"
     path = Path(source)
     if cifar_pickles(path) is not None:
