@@ -24,6 +24,13 @@ def test_missing_data_dir(tmp_path):
     assert r.exit_code == 1 and r.output.strip() == f"Error: data path {tmp_path / 'nope'} does not exist"
 
 
+def test_no_augment_with_an_augmentation_is_refused(tmp_path):
+    r = run("backbone", "--data", "synthetic:16", "--out", tmp_path / "run", "--no-augment",
+            "--augmentation", "shift-rotate-flip")
+    assert r.exit_code == 2 and not (tmp_path / "run").exists()
+    assert "--no-augment and --augmentation shift-rotate-flip contradict each other" in r.output
+
+
 def test_class_count_mismatch(tmp_path):
     ckpt = make_checkpoint(tmp_path / "b.pt", num_classes=4, image_size=16)
     data = write_image_folder(tmp_path / "imgs", n_per_class=4)  # 3 classes

@@ -146,6 +146,8 @@ def run_options(fn):
     @functools.wraps(fn)
     def with_run(*, data, out, val_size, split_seed, epochs, patience, batch_size, lr, augmentation, no_augment, seed,
                  device, threads, num_workers, data_mode, resume, precision, clip_grad, lr_schedule, **rest):
+        if no_augment and augmentation not in (None, "none"):
+            raise click.UsageError(f"--no-augment and --augmentation {augmentation} contradict each other; give one")
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(seed)  # head/backbone initialisation is reproducible
