@@ -18,10 +18,8 @@ The reference, in the checkpoint's payload (plain tensors and strings: weights_o
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from gatta.model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
