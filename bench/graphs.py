@@ -127,6 +127,10 @@ def second_pass_rounds(models: dict, batch: int = 64, rounds: int = 10, reps: in
 
     tmp = Path(tempfile.mkdtemp())
     first = next(iter(models.values()))
+    others = sorted({m.config.backbone for m in models.values()} - {first.config.backbone})
+    if others:  # one baseline graph serves every row
+        raise ValueError(f"second_pass_rounds compares models of one backbone ({first.config.backbone}), "
+                         f"not {', '.join(others)}")
     paths = {"baseline": export_onnx(first, signature_for(first, baseline=True), tmp / "baseline.onnx")}
     floors = {}
     for label, model in models.items():
@@ -154,6 +158,7 @@ def second_pass_rounds(models: dict, batch: int = 64, rounds: int = 10, reps: in
         measured = spread([f / b for f, b in zip(times[floors[label]], times["baseline"])])
         out["models"][label] = {"iterations": model.config.iterations, "floor": floor, "ratio": ratio,
                                 "vs_floor": ratio["median"] / floor, "measured_floor": measured,
+                                "measured_floor_graph": floors[label],
                                 "vs_measured_floor": spread([g / f for g, f in zip(times[label], times[floors[label]])])}
     return out
 
