@@ -21,7 +21,8 @@ bf16 instructions, also in bf16 (OpenVINO's default precision on such a CPU), wh
 but is not a like-for-like row. Every graph runs in its steady state (bench/interleaved.py timed_block),
 all graphs of a row once per round, order flipped every other round. Printed per row and
 runtime: baseline ms, GAttANet ms, GAttANet / baseline (median [min-max] over rounds), the
-GAttANet graph's time over ONNX Runtime's, and its largest logit difference from ONNX Runtime.
+GAttANet graph's time over ONNX Runtime's, and its largest logit difference from ONNX Runtime;
+then the node kinds of OpenVINO's FP32 execution graphs (what runs after its fusions).
 
 OpenVINO's ONNX reader turns the graph's optional inputs (``lesion_mask``, ``query_bias``,
 declared with defaults) into constants, so the OpenVINO rows serve the common request only.
@@ -30,6 +31,7 @@ declared with defaults) into constants, so the OpenVINO rows serve the common re
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import subprocess
 import sys
@@ -46,6 +48,7 @@ from gatta.export.signature import signature_for
 from gatta.model.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+SHOWN_NODES = ("Convolution", "Subgraph", "Eltwise", "Reorder", "MatMul", "Reduce", "Pooling")
 
 
 def import_openvino(version: str):
@@ -72,6 +75,9 @@ class OpenVINOSession:
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.logits = self.compiled.output("logits")
+        # what the plugin runs after its own fusions: node kinds of the execution graph
+        self.runtime_ops = collections.Counter(op.get_rt_info()["layerType"].astype(str)
+                                               for op in self.compiled.get_runtime_model().get_ordered_ops())
 
     def run(self, _outputs, feeds: dict):
         return [self.request.infer({"image": feeds["image"]})[self.logits]]
@@ -106,6 +112,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     cases = [("toy b16", toy, "toy", 16, args.rounds), ("toy b64", toy, "toy", 64, args.rounds),
              ("ResNet18 224 b8", resnet, "resnet18", 8, args.resnet_rounds)]
+    executed = []
     for label, model, stem, batch, rounds in cases:
         size = model.config.image_size
         paths = {kind: tmp / f"{stem}-{kind}.onnx" for kind in ("baseline", "cpu", "gpu")}
@@ -140,7 +147,16 @@ def main():
             print(f"| {label} | {runtime} | {s['baseline_ms']['median']:.2f} | {s['gattanet_ms']['median']:.2f} | "
                   f"{fmt(s['ratio'])} | {floor:.2f}x | {fmt(s['over_onnxruntime'])} | "
                   f"{s['max_logit_diff']:.1e} (logits up to {s['logit_scale']:.1f}) |", flush=True)
-        result["rows"][label] = {"batch": batch, "rounds": rounds, "floor": floor, "runtimes": rows}
+        graphs = {kind: dict(sessions[("openvino f32", kind)].runtime_ops) for kind in ("baseline", "gattanet")}
+        result["rows"][label] = {"batch": batch, "rounds": rounds, "floor": floor, "runtimes": rows,
+                                 "openvino_f32_execution_graph": graphs}
+        executed.append((label, graphs))
+    print("\nOpenVINO FP32 execution graphs (nodes after the plugin's fusions; Subgraph = a JIT-compiled "
+          "elementwise group):")
+    for label, graphs in executed:
+        for kind, ops in graphs.items():
+            kinds = ", ".join(f"{k} {ops.get(k, 0)}" for k in SHOWN_NODES)
+            print(f"  {label} {kind}: {sum(ops.values())} nodes ({kinds})")
     result["load_end"] = machine_load()
     print(f"\nload before {result['load_start']}, after {result['load_end']}")
     if args.json:
