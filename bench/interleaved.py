@@ -88,6 +88,17 @@ def timed_block(session, feeds: dict, reps: int, warmup: int = 2) -> float:
     return statistics.median(runs)
 
 
+def close_run(result: dict, json_path=None) -> None:
+    """The end of a measurement script: the machine's load after the run beside the load before
+    it (``result["load_start"]``), printed, and the result written to ``json_path`` if given."""
+    import json
+
+    result["load_end"] = machine_load()
+    print(f"\nload before {result['load_start']}, after {result['load_end']}")
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=1))
+
+
 def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 

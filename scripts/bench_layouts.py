@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import tempfile
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import onnxruntime as ort
 
 from gatta.bench.graphs import (FAMILY_ROWS, analytic_floor, backbone_passes_session, calibrated_model,
                                 export_backbone_passes)
-from gatta.bench.interleaved import machine_load, spread, timed_block
+from gatta.bench.interleaved import close_run, machine_load, spread, timed_block
 from gatta.export.onnx_graph import export_onnx
 from gatta.export.signature import signature_for
 from gatta.model.checkpoint import load_checkpoint
@@ -116,10 +115,7 @@ def main():
               f"{fmt(row['cpu_over_measured_floor'])} | "
               f"{ops['baseline']['total']}, {ops['gpu']['total']}, {ops['cpu']['total']} | "
               f"{reorders[0]}, {reorders[1]} |", flush=True)
-    result["load_end"] = machine_load()
-    print(f"\nload before {result['load_start']}, after {result['load_end']}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    close_run(result, args.json)
 
 
 if __name__ == "__main__":

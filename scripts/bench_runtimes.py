@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gatta.bench.graphs import analytic_floor, calibrated_model
-from gatta.bench.interleaved import machine_load, spread, timed_block
+from gatta.bench.interleaved import close_run, machine_load, spread, timed_block
 from gatta.export.onnx_graph import export_onnx
 from gatta.export.signature import signature_for
 from gatta.model.checkpoint import load_checkpoint
@@ -157,10 +156,7 @@ def main():
         for kind, ops in graphs.items():
             kinds = ", ".join(f"{k} {ops.get(k, 0)}" for k in SHOWN_NODES)
             print(f"  {label} {kind}: {sum(ops.values())} nodes ({kinds})")
-    result["load_end"] = machine_load()
-    print(f"\nload before {result['load_start']}, after {result['load_end']}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    close_run(result, args.json)
 
 
 def fmt(s: dict) -> str:

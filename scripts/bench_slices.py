@@ -15,7 +15,6 @@ With ``--resnet`` the same for a random-weight ResNet18 head at 224 px, batch 8.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gatta.bench.graphs import calibrated_model
-from gatta.bench.interleaved import machine_load, spread, timed_block
+from gatta.bench.interleaved import close_run, machine_load, spread, timed_block
 from gatta.export.onnx_graph import export_onnx
 from gatta.export.signature import signature_for
 from gatta.model.checkpoint import load_checkpoint
@@ -94,10 +93,7 @@ def main():
             r = s["over_baseline"]
             print(f"| {label} | {name} | {s['ms']['median']:.2f} [{s['ms']['min']:.2f}-{s['ms']['max']:.2f}] | "
                   f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]x |", flush=True)
-    result["load_end"] = machine_load()
-    print(f"\nload before {result['load_start']}, after {result['load_end']}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    close_run(result, args.json)
 
 
 if __name__ == "__main__":
