@@ -123,7 +123,7 @@ def second_pass_rounds(models: dict, batch: int = 64, rounds: int = 10, reps: in
     (``export_backbone_passes``, one graph per step count), timed in the same rounds."""
     import onnxruntime as ort
 
-    from .interleaved import spread, timed_block
+    from .interleaved import spread, steady_rounds
 
     tmp = Path(tempfile.mkdtemp())
     first = next(iter(models.values()))
@@ -144,13 +144,7 @@ def second_pass_rounds(models: dict, batch: int = 64, rounds: int = 10, reps: in
                 ort.InferenceSession(str(p), quiet, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
     size = first.config.image_size
     x = {IMAGE: np.random.default_rng(seed).random((batch, 3, size, size), dtype=np.float32)}
-    names = list(sessions)
-    for s in sessions.values():
-        s.run(None, x)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(rounds):
-        for k in names if r % 2 == 0 else reversed(names):
-            times[k].append(timed_block(sessions[k], x, reps))
+    times = steady_rounds(sessions, x, rounds, reps)
     out = {"batch": batch, "rounds": rounds, "reps": reps, "baseline_ms": spread([t * 1e3 for t in times["baseline"]]), "models": {}}
     for label, model in models.items():
         floor, _ = analytic_floor(model)

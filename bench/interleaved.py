@@ -88,6 +88,26 @@ def timed_block(session, feeds: dict, reps: int, warmup: int = 2) -> float:
     return statistics.median(runs)
 
 
+def steady_rounds(sessions: dict, feeds: dict, rounds: int, reps: int = 7) -> dict[str, list[float]]:
+    """Seconds per run of each session (anything with ONNX Runtime's ``run(None, feeds)``), one
+    ``timed_block`` per session per round, even rounds in the given order and odd rounds
+    reversed, so that ratios can be taken within a round. Each session runs once first (its
+    first run allocates)."""
+    for s in sessions.values():
+        s.run(None, feeds)
+    names = list(sessions)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(rounds):
+        for k in names if r % 2 == 0 else reversed(names):
+            times[k].append(timed_block(sessions[k], feeds, reps))
+    return times
+
+
+def fmt_spread(s: dict, unit: str = "x") -> str:
+    """A spread() as ``median [min-max]`` with two decimals."""
+    return f"{s['median']:.2f} [{s['min']:.2f}-{s['max']:.2f}]{unit}"
+
+
 def close_run(result: dict, json_path=None) -> None:
     """The end of a measurement script: the machine's load after the run beside the load before
     it (``result["load_start"]``), printed, and the result written to ``json_path`` if given."""

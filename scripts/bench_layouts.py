@@ -26,7 +26,7 @@ import onnxruntime as ort
 
 from gatta.bench.graphs import (FAMILY_ROWS, analytic_floor, backbone_passes_session, calibrated_model,
                                 export_backbone_passes)
-from gatta.bench.interleaved import close_run, machine_load, spread, timed_block
+from gatta.bench.interleaved import close_run, fmt_spread as fmt, machine_load, spread, steady_rounds
 from gatta.export.onnx_graph import export_onnx
 from gatta.export.signature import signature_for
 from gatta.model.checkpoint import load_checkpoint
@@ -57,14 +57,7 @@ def sessions_for(model, tmp: Path, stem: str) -> tuple[dict, dict]:
 
 def time_row(sessions: dict, size: int, batch: int, rounds: int) -> dict[str, list[float]]:
     feeds = {"image": np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)}
-    for s in sessions.values():
-        s.run(None, feeds)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    order = list(sessions)
-    for r in range(rounds):
-        for k in order if r % 2 == 0 else reversed(order):
-            times[k].append(timed_block(sessions[k], feeds, reps=7))
-    return times
+    return steady_rounds(sessions, feeds, rounds)
 
 
 def summarise(times: dict[str, list[float]], floor: float, ops: dict) -> dict:
@@ -76,10 +69,6 @@ def summarise(times: dict[str, list[float]], floor: float, ops: dict) -> dict:
     row["measured_floor"] = spread([p / b for p, b in zip(times["passes"], base)])
     row["cpu_over_measured_floor"] = spread([c / p for c, p in zip(times["cpu"], times["passes"])])
     return row
-
-
-def fmt(s: dict, unit: str = "x") -> str:
-    return f"{s['median']:.2f} [{s['min']:.2f}-{s['max']:.2f}]{unit}"
 
 
 def main():

@@ -41,7 +41,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gatta.bench.graphs import analytic_floor, calibrated_model
-from gatta.bench.interleaved import close_run, machine_load, spread, timed_block
+from gatta.bench.interleaved import close_run, fmt_spread as fmt, machine_load, spread, steady_rounds
 from gatta.export.onnx_graph import export_onnx
 from gatta.export.signature import signature_for
 from gatta.model.checkpoint import load_checkpoint
@@ -126,11 +126,7 @@ def main():
                 sessions[(f"openvino {name}", kind)] = OpenVINOSession(ov, path, batch, size, precision)
         feeds = {"image": np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)}
         logits = {key: np.asarray(s.run(None, feeds)[0]) for key, s in sessions.items()}
-        times: dict = {key: [] for key in sessions}
-        order = list(sessions)
-        for r in range(rounds):
-            for key in order if r % 2 == 0 else reversed(order):
-                times[key].append(timed_block(sessions[key], feeds, reps=7))
+        times = steady_rounds(sessions, feeds, rounds)
         floor = analytic_floor(model)[0]
         rows = {}
         for runtime in dict.fromkeys(rt for rt, _ in sessions):
@@ -157,10 +153,6 @@ def main():
             kinds = ", ".join(f"{k} {ops.get(k, 0)}" for k in SHOWN_NODES)
             print(f"  {label} {kind}: {sum(ops.values())} nodes ({kinds})")
     close_run(result, args.json)
-
-
-def fmt(s: dict) -> str:
-    return f"{s['median']:.2f} [{s['min']:.2f}-{s['max']:.2f}]x"
 
 
 if __name__ == "__main__":

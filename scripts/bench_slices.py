@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gatta.bench.graphs import calibrated_model
-from gatta.bench.interleaved import close_run, machine_load, spread, timed_block
+from gatta.bench.interleaved import close_run, fmt_spread, machine_load, spread, steady_rounds
 from gatta.export.onnx_graph import export_onnx
 from gatta.export.signature import signature_for
 from gatta.model.checkpoint import load_checkpoint
@@ -58,11 +58,7 @@ def rows_for(model, tmp: Path, stem: str, batch: int, slices: list[int]) -> dict
 
 def measure(rows: dict, size: int, batch: int, rounds: int) -> dict:
     feeds = {"image": np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)}
-    times = {k: [] for k in rows}
-    order = list(rows)
-    for r in range(rounds):
-        for k in order if r % 2 == 0 else reversed(order):
-            times[k].append(timed_block(rows[k], feeds, reps=7))
+    times = steady_rounds(rows, feeds, rounds)
     base = times["baseline whole"]
     return {k: {"ms": spread([t * 1e3 for t in v]), "over_baseline": spread([t / b for t, b in zip(v, base)])}
             for k, v in times.items()}
@@ -90,9 +86,7 @@ def main():
         row = measure(rows_for(model, tmp, stem, batch, slices), model.config.image_size, batch, rounds)
         result["rows"][label] = {"batch": batch, "rounds": rounds, "rows": row}
         for name, s in row.items():
-            r = s["over_baseline"]
-            print(f"| {label} | {name} | {s['ms']['median']:.2f} [{s['ms']['min']:.2f}-{s['ms']['max']:.2f}] | "
-                  f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]x |", flush=True)
+            print(f"| {label} | {name} | {fmt_spread(s['ms'], '')} | {fmt_spread(s['over_baseline'])} |", flush=True)
     close_run(result, args.json)
 
 
