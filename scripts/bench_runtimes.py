@@ -54,8 +54,11 @@ def import_openvino(version: str):
     """The ``openvino`` module of that release, installed once into .bench/openvino/<version>."""
     target = ROOT / ".bench" / "openvino" / version
     if not (target / "openvino").is_dir():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-                        f"openvino=={version}", "openvino-telemetry"], check=True)
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                              f"openvino=={version}", "openvino-telemetry"])
+        if pip.returncode != 0:
+            raise SystemExit(f"error: pip could not install openvino=={version} into {target} (exit "
+                             f"{pip.returncode}; is PyPI reachable, and is {version} a release?)")
     sys.path.insert(0, str(target))
     import openvino
 
